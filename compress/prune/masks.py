@@ -113,7 +113,7 @@ def sparsity(model: nn.Module, names: Iterable[str] | None = None) -> float:
 
 
 def layer_sparsity(model: nn.Module) -> dict[str, float]:
-    return {n: float((effective_weight(m) == 0).float().mean()) for n, m in prunable_layers(model).items()}
+    return {n: float((effective_weight(m) == 0).double().mean()) for n, m in prunable_layers(model).items()}
 
 
 def remove_masks(model: nn.Module) -> nn.Module:
