@@ -1,0 +1,51 @@
+"""Write Monarch models as variants (see compress/variants.py) and summarise their compression."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.nn as nn
+
+from compress.checkpoint import save_state_dict
+from compress.models import count_params
+from compress.structured.int8 import save_int8, stored_weight_bits
+from compress.structured.monarch import MonarchShape, monarch_layers
+from compress.structured.runtime import shapes_to_options
+from compress.variants import Form, Manifest, write_variant
+
+
+def spec_matches(spec: dict, name: str, kwargs: dict) -> bool:
+    """Is the checkpoint spec the architecture (name, kwargs) up to the init scheme?"""
+    other = {k: v for k, v in spec.get("kwargs", {}).items() if k != "init"}
+    return spec.get("name") == name and other == {k: v for k, v in kwargs.items() if k != "init"}
+
+
+def replaced_params(dense: nn.Module, shapes: dict[str, MonarchShape]) -> dict:
+    """Weights of the replaced layers, dense vs Monarch (biases are kept as they are and excluded)."""
+    n_dense = sum(dense.get_submodule(n).weight.numel() for n in shapes)
+    n_monarch = sum(s.num_weights for s in shapes.values())
+    return {"dense": n_dense, "monarch": n_monarch, "ratio": n_dense / n_monarch}
+
+
+def write_monarch_variant(folder: str | Path, *, variant: str, model: nn.Module, base_spec: dict,
+                          shapes: dict[str, MonarchShape], fmt: str, dataset: str, seed: int, notes: str,
+                          extra: dict | None = None, stage: str = "monarch") -> Manifest:
+    """Save ``model`` (a monarchized ``base_spec`` model) as fp32 or int8 and write its manifest."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if set(monarch_layers(model)) != set(shapes):
+        raise ValueError(f"variant {variant}: model's Monarch layers {sorted(monarch_layers(model))} != {sorted(shapes)}")
+    if fmt == "int8":
+        fname = "model.int8.safetensors"
+        save_int8(model, folder / fname)
+        bits, _ = stored_weight_bits(model)
+        method = "monarch+int8"
+    else:
+        fname = "model.safetensors"
+        save_state_dict(model, folder / fname)
+        bits, method = 32.0, "monarch"
+    man = Manifest(variant=variant, stage=stage, method=method, model=base_spec, dataset=dataset, seed=seed,
+                   avg_weight_bits=round(bits, 4), act_bits=None, sparsity=0.0, params=count_params(model, nonzero=True),
+                   deploy=Form(runtime="monarch-eager", files=[fname], options=shapes_to_options(shapes, fmt)),
+                   notes=notes, extra=dict(extra or {}))
+    write_variant(folder, man)
+    return man

@@ -1,0 +1,116 @@
+"""monarch: replace Linear layers of a trained dense model by their optimal Monarch projections
+(Dao et al. 2022), fine-tune (dense-to-sparse), int8-quantize the factors, write the variants.
+
+Reference: models/baseline when it is the requested architecture (monarch.model), otherwise a
+dense reference trained here with monarch.reference (also written, as monarch-dense-ref).
+Variants: monarch-projected (before fine-tuning), monarch-finetuned, monarch-finetuned-int8.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from compress.checkpoint import load_into, save_state_dict
+from compress.data import load_meta, load_split
+from compress.models import build_model, count_params
+from compress.structured.config import REFERENCE_MODELS
+from compress.structured.export import replaced_params, spec_matches, write_monarch_variant
+from compress.structured.int8 import fake_quantized
+from compress.structured.monarch import monarchize, plan, projection_error
+from compress.train import evaluate_model, fit, seed_everything
+from compress.variants import Form, Manifest, model_spec, write_variant
+from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
+
+BASELINE = Path("models/baseline")
+
+
+def main() -> None:
+    args = stage_args(__doc__)
+    P = load_params_or_exit(args.params)
+    C = P.monarch
+    meta = load_meta(P.data.out)
+    seed_everything(P.seed)
+    # 1. the dense reference: the baseline if it is the requested architecture, else train one
+    base = json.loads((BASELINE / "spec.json").read_text()) if (BASELINE / "spec.json").exists() else None
+    if C.model == "baseline":
+        if base is None:
+            die("monarch.model = 'baseline' but models/baseline/spec.json is missing: run the train stage first")
+        spec, source = base, "baseline"
+    else:
+        name, kwargs = REFERENCE_MODELS[C.model]
+        use_base = base is not None and spec_matches(base, name, kwargs)
+        spec = base if use_base else model_spec(name, kwargs, meta["input_shape"], meta["num_classes"])
+        source = "baseline" if use_base else "trained here"
+    dense = build_model(spec["name"], spec["input_shape"], spec["num_classes"], **spec["kwargs"])
+    try:  # 2. every misfit (layer names, block counts, rank) is reported before any work
+        shapes = plan(dense, C.layers, C.nblocks, C.rank)
+    except ValueError as e:
+        die(f"{args.params}: {e}")
+    train, val = load_split(P.data.out, "train"), load_split(P.data.out, "val")
+    out = Path(C.out)
+    shutil.rmtree(out, ignore_errors=True)
+    common = dict(dataset=meta["dataset"], seed=P.seed)
+    rows: list[dict] = []
+
+    with mlflow_run(P, "monarch", ["monarch"], meta, extra_tags={"reference": source}) as mlf:
+        def log(phase: str):
+            def on_eval(r: dict) -> None:
+                rows.append({"phase": phase, **r})
+                mlf.log_metrics({f"{phase}_{k}": r[k] for k in ("train_loss", "val_loss", "val_acc")}, step=r["iteration"])
+            return on_eval
+
+        if source == "baseline":
+            load_into(dense, BASELINE / "model.safetensors")
+        else:
+            fit(dense, train, val, C.reference, seed=P.seed, desc="monarch dense ref", on_eval=log("reference"))
+            (out / "monarch-dense-ref").mkdir(parents=True, exist_ok=True)
+            save_state_dict(dense, out / "monarch-dense-ref" / "model.safetensors")
+            write_variant(out / "monarch-dense-ref", Manifest(
+                variant="monarch-dense-ref", stage="monarch", method="baseline", model=spec, avg_weight_bits=32.0,
+                act_bits=None, sparsity=0.0, params=count_params(dense, nonzero=True), **common,
+                deploy=Form("torch-eager", ["model.safetensors"]),
+                notes=f"dense {C.model} reference trained by the monarch stage ({C.reference.epochs} epochs)"))
+        dense.cpu().eval()
+        # 3. project (optimal per-block SVD) and 4. fine-tune all parameters
+        errors = {n: projection_error(dense.get_submodule(n).weight, s) for n, s in shapes.items()}
+        projected = monarchize(dense, shapes)
+        tuned = monarchize(dense, shapes)
+        hist = fit(tuned, train, val, C.finetune, seed=P.seed, desc="monarch fine-tune", on_eval=log("finetune"))
+        tuned.cpu().eval()
+        quant = fake_quantized(copy.deepcopy(tuned))  # int8 round trip of the factors (what the artifact holds)
+        rp = replaced_params(dense, shapes)
+        desc = ", ".join(f"{n}: {s.in_features}->{s.out_features} k={s.nblocks_in} j={s.nblocks_out} r={s.rank}" for n, s in shapes.items())
+        extra = {"replaced": rp, "shapes": {n: s.as_dict() for n, s in shapes.items()}, "projection_rel_error": errors,
+                 "reference": source}
+        for variant, model, fmt, what in [("monarch-projected", projected, "fp32", "projected, before fine-tuning"),
+                                          ("monarch-finetuned", tuned, "fp32", f"fine-tuned {C.finetune.epochs} epochs"),
+                                          ("monarch-finetuned-int8", tuned, "int8", "fine-tuned, factors int8 per-channel")]:
+            write_monarch_variant(out / variant, variant=variant, model=model, base_spec=spec, shapes=shapes, fmt=fmt,
+                                  extra=extra, **common,
+                                  notes=f"Monarch {what}; {rp['dense']}->{rp['monarch']} weights in replaced layers "
+                                        f"({rp['ratio']:.1f}x fewer); {desc}")
+        val_acc = {name: evaluate_model(m, *val)[1] for name, m in
+                   [("dense", dense), ("projected", projected), ("finetuned", tuned), ("finetuned_int8", quant)]}
+        summary = {"dataset": meta["dataset"], "dataset_substituted": meta["substituted"], "model": C.model,
+                   "reference": source, "replaced_weights_dense": rp["dense"], "replaced_weights_monarch": rp["monarch"],
+                   "replaced_compression": rp["ratio"], "params_dense": count_params(dense), "params_monarch": count_params(tuned),
+                   "projection_rel_error": errors, "finetune_seconds": hist.seconds,
+                   **{f"val_acc_{k}": v for k, v in val_acc.items()},
+                   "val_acc_drop_pp": 100 * (val_acc["dense"] - val_acc["finetuned"])}
+        mlf.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    write_json("metrics/monarch.json", summary)
+    Path("plots/monarch").mkdir(parents=True, exist_ok=True)
+    with open("plots/monarch/history.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["phase", "epoch", "iteration", "train_loss", "val_loss", "val_acc"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    print(f"monarch: {rp['dense']} -> {rp['monarch']} weights in {list(shapes)} ({rp['ratio']:.1f}x); val acc dense "
+          f"{val_acc['dense']:.4f} projected {val_acc['projected']:.4f} fine-tuned {val_acc['finetuned']:.4f} "
+          f"int8 {val_acc['finetuned_int8']:.4f} ({meta['dataset']}, reference {source})")
+
+
+if __name__ == "__main__":
+    main()
