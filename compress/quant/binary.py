@@ -1,0 +1,297 @@
+"""BinaryConnect (Courbariaux, Bengio & David, NeurIPS 2015): train with binary weights.
+
+Algorithm 1 of the paper, per minibatch:
+  1. w_b = binarize(w_r)            det: sign(w_r);  stoch: +1 w.p. p = hard_sigmoid(w_r), else -1
+                                    hard_sigmoid(x) = clip((x + 1) / 2, 0, 1)
+  2. forward and backward with w_b; the gradient w.r.t. w_b is applied to w_r (straight-through)
+  3. update w_r with the optimizer, then clip w_r to [-1, 1]  (``clip_weights`` via fit(after_step=))
+Biases and batch-norm parameters stay full precision.
+
+Test time (paper, Sec. 2.6): det nets run with the binary weights; the paper's stoch figure
+(1.18 %) uses the *real-valued* weights.  Both are measured here; the deployed artifact is
+always the 1-bit one (``sign(w_r)``).
+
+Storage: every binarized weight is one bit (``numpy.packbits``), batch norm is folded into a
+per-output scale and shift (fp32).  The registered runtime ``binary-packed`` loads that file.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from compress.runtimes import ModulePredictor, register_runtime
+from compress.variants import Form, Manifest
+
+MODES = ("det", "stoch")
+EvalWeights = Literal["binary", "real"]
+
+
+def _check_mode(mode: str, key: str = "binary.modes") -> None:
+    if mode not in MODES:
+        raise ValueError(f"{key}: binarization mode {mode!r} is unknown; allowed: det, stoch")
+
+
+def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """sigma(x) = clip((x + 1) / 2, 0, 1)  (paper eq. 3)."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def binarize(w: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Paper eq. 1 (det: +1 if w >= 0 else -1) or eq. 2 (stoch: +1 with probability hard_sigmoid(w))."""
+    _check_mode(mode)
+    if mode == "det":
+        return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+    u = torch.rand(w.shape, generator=generator, device=w.device, dtype=w.dtype)
+    return torch.where(u < hard_sigmoid(w), 1.0, -1.0).to(w.dtype)
+
+
+class BinarizeSTE(torch.autograd.Function):
+    """Forward: binarize; backward: straight-through (dC/dw_r := dC/dw_b, paper Algorithm 1)."""
+
+    @staticmethod
+    def forward(ctx, w, mode: str, generator):  # noqa: D401
+        return binarize(w, mode, generator)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None
+
+
+class BinaryLinear(nn.Linear):
+    """nn.Linear whose weight is binarized in the forward pass; bias stays full precision.
+
+    Training forward: a fresh binarization per minibatch (``mode``).  Eval forward:
+    ``eval_weights = "binary"`` uses sign(w_r), ``"real"`` uses w_r (the paper's stoch protocol).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, mode: str = "det",
+                 eval_weights: EvalWeights = "binary"):
+        super().__init__(in_features, out_features, bias)
+        _check_mode(mode)
+        self.mode = mode
+        self.eval_weights: EvalWeights = eval_weights
+        self.generator: torch.Generator | None = None  # seeded by BinaryMLP.seed_binarization
+
+    def reset_parameters(self) -> None:  # reference code: W ~ U(-H, H) with H = 1
+        nn.init.uniform_(self.weight, -1.0, 1.0)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def effective_weight(self) -> torch.Tensor:
+        if self.training:
+            return BinarizeSTE.apply(self.weight, self.mode, self.generator)
+        if self.eval_weights == "real":
+            return self.weight
+        return binarize(self.weight.detach(), "det")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in) -> (B, out)
+        return F.linear(x, self.effective_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", mode={self.mode}, eval_weights={self.eval_weights}"
+
+
+class BinaryMLP(nn.Module):
+    """The paper's permutation-invariant MNIST net: Flatten -> [BinaryLinear -> BN -> ReLU] x L
+    -> BinaryLinear -> BN (the output BN of the reference code keeps binary logits in range)."""
+
+    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
+                 hidden: Sequence[int] = (1024, 1024, 1024), mode: str = "det", bn_eps: float = 1e-4,
+                 bn_momentum: float = 0.15):
+        super().__init__()
+        _check_mode(mode)
+        if not hidden or min(int(h) for h in hidden) < 1:
+            raise ValueError(f"binary.hidden = {list(hidden)!r} must be a non-empty list of positive widths")
+        dims = [math.prod(input_shape), *[int(h) for h in hidden], int(num_classes)]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            layers += [BinaryLinear(a, b, mode=mode), nn.BatchNorm1d(b, eps=bn_eps, momentum=bn_momentum)]
+            if i < len(dims) - 2:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
+        return self.net(x)
+
+    def binary_layers(self) -> list[tuple[str, BinaryLinear]]:
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, BinaryLinear)]
+
+    def set_eval_weights(self, which: EvalWeights) -> "BinaryMLP":
+        for _, m in self.binary_layers():
+            m.eval_weights = which
+        return self
+
+    def seed_binarization(self, seed: int) -> "BinaryMLP":
+        """One seeded generator drives every stochastic binarization (bit-reproducible runs)."""
+        g = torch.Generator(device=next(self.parameters()).device).manual_seed(seed)
+        for _, m in self.binary_layers():
+            m.generator = g
+        return self
+
+
+def clip_weights(model: nn.Module, h: float = 1.0) -> None:
+    """Algorithm 1, last line: w_r <- clip(w_r, -H, H) for every binarized layer (use as fit(after_step=))."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, BinaryLinear):
+                m.weight.clamp_(-h, h)
+
+
+def glorot_lr_scales(model: BinaryMLP) -> dict[str, float]:
+    """Per-layer lr multiplier 1/H_glorot, H_glorot = sqrt(6 / (fan_in + fan_out)) (reference code's W_LR_scale)."""
+    return {n: 1.0 / math.sqrt(6.0 / (m.in_features + m.out_features)) for n, m in model.binary_layers()}
+
+
+def param_groups(model: BinaryMLP, lr: float, lr_scale: str = "glorot") -> list[dict]:
+    """Optimizer groups: each binary weight at lr * scale, everything else (biases, BN) at lr."""
+    if lr_scale not in ("glorot", "none"):
+        raise ValueError(f"binary.lr_scale = {lr_scale!r} is unknown; allowed: glorot, none")
+    scales = glorot_lr_scales(model) if lr_scale == "glorot" else {}
+    groups, seen = [], set()
+    for name, m in model.binary_layers():
+        groups.append({"params": [m.weight], "lr": lr * scales.get(name, 1.0)})
+        seen.add(id(m.weight))
+    rest = [p for p in model.parameters() if id(p) not in seen]
+    groups.append({"params": rest, "lr": lr})
+    return groups
+
+
+def make_optimizer(model: BinaryMLP, optimizer: str, lr: float, lr_scale: str = "glorot", momentum: float = 0.9):
+    groups = param_groups(model, lr, lr_scale)
+    if optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"binary.optimizer = {optimizer!r} is unknown; allowed: adam, sgd")
+
+
+def train_binaryconnect(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+                        input_shape: Sequence[int], num_classes: int, *, hidden: Sequence[int], mode: str, seed: int,
+                        cfg, lr_scale: str = "glorot", on_eval=None, progress: bool = True):
+    """Algorithm 1 from scratch with compress.train.fit: binarize in forward, STE, clip after each step,
+    early stopping on validation loss (weights of the best epoch restored).
+
+    ``cfg`` carries fit's knobs (epochs, batch_size, optimizer, lr, momentum, schedule, max_iterations,
+    eval_every).  Validation uses binary weights for det and real weights for stoch (paper, Sec. 2.6).
+    Returns (model, History).
+    """
+    from types import SimpleNamespace
+
+    from compress.train import fit, seed_everything
+
+    _check_mode(mode)
+    seed_everything(seed)
+    model = BinaryMLP(input_shape, num_classes, hidden=hidden, mode=mode).seed_binarization(seed)
+    model.set_eval_weights("binary" if mode == "det" else "real")
+    opt = make_optimizer(model, cfg.optimizer, cfg.lr, lr_scale, getattr(cfg, "momentum", 0.9))
+    knobs = SimpleNamespace(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
+                            weight_decay=0.0, momentum=getattr(cfg, "momentum", 0.9), schedule=cfg.schedule,
+                            max_iterations=cfg.max_iterations, eval_every=cfg.eval_every)
+    hist = fit(model, train, val, knobs, seed=seed, desc=f"binaryconnect-{mode}-s{seed}", after_step=clip_weights,
+               on_eval=on_eval, optimizer=opt, restore_best=True, progress=progress)
+    return model, hist
+
+
+# --------------------------------------------------------------------------- 1-bit storage
+def fold_layers(model: BinaryMLP) -> list[dict[str, torch.Tensor]]:
+    """Per layer: sign bits of w_r and the BN folded into y = scale * (W_b x) + shift.
+
+    BN(W_b x + b) = gamma (W_b x + b - mu) / sqrt(var + eps) + beta
+                  = a * (W_b x) + (a (b - mu) + beta),  a = gamma / sqrt(var + eps).
+    """
+    mods = list(model.net)
+    out = []
+    for i, m in enumerate(mods):
+        if not isinstance(m, BinaryLinear):
+            continue
+        bn = mods[i + 1]
+        assert isinstance(bn, nn.BatchNorm1d), "BinaryMLP layout: BinaryLinear is followed by BatchNorm1d"
+        with torch.no_grad():
+            a = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (out,)
+            b = m.bias if m.bias is not None else torch.zeros_like(a)
+            shift = a * (b - bn.running_mean) + bn.bias  # (out,)
+            out.append({"bits": (m.weight >= 0), "scale": a.float().clone(), "shift": shift.float().clone()})
+    return out
+
+
+def save_packed(model: BinaryMLP, path: str | Path) -> Path:
+    """Write ``path`` (safetensors): 1 bit per weight (uint8, numpy.packbits order) + fp32 scale/shift."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors, shapes = {}, {}
+    for i, layer in enumerate(fold_layers(model)):
+        bits = layer["bits"].cpu().numpy()  # (out, in) bool
+        tensors[f"l{i}.bits"] = torch.from_numpy(np.packbits(bits.reshape(-1)))  # (ceil(out*in/8),) uint8
+        tensors[f"l{i}.scale"] = layer["scale"]
+        tensors[f"l{i}.shift"] = layer["shift"]
+        shapes[f"l{i}"] = list(bits.shape)
+    save_file(tensors, str(path), metadata={"format": "binaryconnect-packed-v1", "shapes": json.dumps(shapes)})
+    return path
+
+
+def load_packed(path: str | Path) -> list[dict[str, torch.Tensor]]:
+    """Inverse of :func:`save_packed`: per layer W_b in {-1, +1} (fp32), scale, shift."""
+    from safetensors import safe_open
+
+    layers = []
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != "binaryconnect-packed-v1":
+            raise ValueError(f"{path}: not a BinaryConnect packed artifact (format {meta.get('format')!r}); rerun the binary stage")
+        shapes = json.loads(meta["shapes"])
+        for i in range(len(shapes)):
+            shape = shapes[f"l{i}"]
+            packed = f.get_tensor(f"l{i}.bits").numpy()
+            bits = np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape)  # (out, in) 0/1
+            w = torch.from_numpy(bits.astype(np.float32) * 2.0 - 1.0)  # {0,1} -> {-1,+1}
+            layers.append({"weight": w, "scale": f.get_tensor(f"l{i}.scale"), "shift": f.get_tensor(f"l{i}.shift")})
+    return layers
+
+
+class PackedBinaryMLP(nn.Module):
+    """Inference net rebuilt from the packed file: [x @ W_b^T * scale + shift -> ReLU] per layer."""
+
+    def __init__(self, layers: list[dict[str, torch.Tensor]]):
+        super().__init__()
+        self.n = len(layers)
+        for i, layer in enumerate(layers):
+            self.register_buffer(f"w{i}", layer["weight"])  # (out, in) in {-1, +1}
+            self.register_buffer(f"s{i}", layer["scale"])  # (out,)
+            self.register_buffer(f"t{i}", layer["shift"])  # (out,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.flatten(x, 1)  # (B, D)
+        for i in range(self.n):
+            h = F.linear(h, getattr(self, f"w{i}")) * getattr(self, f"s{i}") + getattr(self, f"t{i}")  # (B, out)
+            if i < self.n - 1:
+                h = F.relu(h)
+        return h
+
+
+def packed_size_bound(model: BinaryMLP) -> int:
+    """Σ ceil(n_i / 8) bytes of sign bits + 2 fp32 per output unit (folded scale/shift)."""
+    total = 0
+    for _, m in model.binary_layers():
+        total += -(-m.weight.numel() // 8) + 8 * m.out_features
+    return total
+
+
+@register_runtime("binary-packed")
+def _binary_packed(folder: Path, manifest: Manifest, form: Form):
+    module = PackedBinaryMLP(load_packed(Path(folder) / form.files[0])).eval()
+    return ModulePredictor(module, "BinaryConnect 1-bit packed weights (unpacked to ±1 fp32 at load), PyTorch eager")
+
+
+__all__ = ["MODES", "hard_sigmoid", "binarize", "BinarizeSTE", "BinaryLinear", "BinaryMLP", "clip_weights",
+           "glorot_lr_scales", "param_groups", "make_optimizer", "train_binaryconnect", "fold_layers", "save_packed", "load_packed",
+           "PackedBinaryMLP", "packed_size_bound"]
