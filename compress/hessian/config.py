@@ -1,0 +1,121 @@
+"""params.yaml sections of the Hessian family: ``hawq`` (mixed precision) and ``obd`` (pruning).
+
+Everything that can be checked without the model is checked here; the block names are checked
+against the model by :func:`compress.hessian.hawq.resolve_blocks` before any Hessian work.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from compress.config import Section
+
+
+class FinetuneConfig(Section):
+    """A short training run for :func:`compress.train.fit` (same knobs as ``train``)."""
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
+    max_iterations: int | None = Field(60, ge=1, description="optimizer steps per fine-tune (per block for HAWQ)")
+    eval_every: int = Field(0, ge=0)
+
+
+class HessianConfig(Section):
+    """How the Hessian of the training loss is probed (calibration split, never test)."""
+
+    batch_size: int = Field(256, ge=1, description="calibration images per HVP batch")
+    batches: int = Field(2, ge=1, description="HVP batches (the loss is their mean)")
+    tol: float = Field(1e-3, description="power iteration: relative change of the Rayleigh quotient to stop")
+    max_iters: int = Field(50, ge=1, description="power iteration: maximum HVPs per block")
+    samples: int = Field(16, ge=1, description="Hutchinson Rademacher samples (trace / diagonal)")
+
+    @field_validator("tol")
+    @classmethod
+    def _tol(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("must be > 0 (a relative tolerance such as 1e-3)")
+        return v
+
+
+class HawqConfig(Section):
+    blocks: Literal["layer", "residual"] | dict[str, list[str]] = Field(
+        "layer", description="'layer': each conv/linear; 'residual': residual blocks; or {name: [layer-name globs]}")
+    hessian: HessianConfig = Field(default_factory=HessianConfig)
+    bit_candidates: list[int] = Field(default_factory=lambda: [2, 3, 4, 6, 8])
+    budgets_avg_bits: list[float] = Field(default_factory=lambda: [2.5, 3.0, 4.0],
+                                          description="model-size budgets: average weight bits over all blocks")
+    uniform_bits: list[int] = Field(default_factory=lambda: [2, 3, 4], description="uniform-precision baselines")
+    objective: Literal["eigenvalue", "trace"] = Field(
+        "eigenvalue", description="ILP weight per block: lambda_i (HAWQ) or Tr(H_i)/n_i (HAWQ-v2)")
+    act_bits: int | None = Field(8, ge=2, le=16, description="activation bits (null: float activations)")
+    observer: str = "minmax"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="fine-tune seeds of the HAWQ-vs-uniform claim")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    landscape_points: int = Field(21, ge=3)
+    landscape_radius: float = Field(0.5, gt=0, description="max |eps| of W + eps*v along the unit top eigenvector")
+
+    @field_validator("blocks")
+    @classmethod
+    def _blocks(cls, v):
+        if isinstance(v, dict):
+            if not v:
+                raise ValueError("must name at least one block, or be 'layer' / 'residual'")
+            for name, pats in v.items():
+                if not pats or any(not isinstance(p, str) or not p for p in pats):
+                    raise ValueError(f"block {name!r} needs a non-empty list of layer-name patterns")
+        return v
+
+    @field_validator("bit_candidates")
+    @classmethod
+    def _cands(cls, v: list[int]) -> list[int]:
+        if not v or any(b < 1 or b > 8 for b in v) or len(set(v)) != len(v):
+            raise ValueError("must be a non-empty list of distinct integer bit widths in 1..8")
+        return sorted(v)
+
+    @field_validator("budgets_avg_bits")
+    @classmethod
+    def _budgets(cls, v: list[float], info: ValidationInfo) -> list[float]:
+        cands = info.data.get("bit_candidates")
+        if not v:
+            raise ValueError("must list at least one average-bit budget")
+        if cands:
+            low = [b for b in v if b < min(cands)]
+            if low:
+                raise ValueError(f"budget(s) {low} below {min(cands)} bits, the smallest of hawq.bit_candidates: "
+                                 "no allocation fits; raise the budget or add a smaller candidate")
+        return v
+
+    @field_validator("uniform_bits")
+    @classmethod
+    def _uniform(cls, v: list[int]) -> list[int]:
+        if any(b < 1 or b > 8 for b in v):
+            raise ValueError("bit widths must be in 1..8")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or any(s < 0 for s in v) or len(set(v)) != len(v):
+            raise ValueError("must be a non-empty list of distinct non-negative seeds")
+        return v
+
+
+class ObdConfig(Section):
+    hessian: HessianConfig = Field(default_factory=lambda: HessianConfig(samples=32))
+    diag: Literal["hutchinson", "exact"] = Field(
+        "hutchinson", description="'exact' needs one HVP per weight: small models only")
+    rounds: int = Field(4, ge=1, description="prune -> retrain rounds (LeCun et al.'s OBD procedure)")
+    prune_fraction: float = Field(0.5, gt=0, lt=1, description="fraction of the remaining weights deleted per round")
+    retrain: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(lr=5e-4, max_iterations=300))
+    curve_points: int = Field(16, ge=2, description="points of the one-shot OBD-vs-magnitude curve")
+    curve_max_fraction: float = Field(0.9, gt=0, lt=1, description="largest deleted fraction on that curve")
+    loss_samples: int = Field(5000, ge=1, description="training images used to measure the training loss")
+
+
+SECTIONS = {"hawq": HawqConfig, "obd": ObdConfig}

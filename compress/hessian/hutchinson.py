@@ -1,0 +1,70 @@
+"""Hutchinson estimators of the trace and the diagonal of a Hessian from HVPs only.
+
+With Rademacher vectors z (entries ±1, E[z zᵀ] = I):
+
+    Tr(H)   = E[zᵀ H z]            Var = 2 Σ_{i≠j} H_ij²          (Hutchinson 1990; HAWQ-v2)
+    diag(H) = E[z ⊙ H z]           Var_i = Σ_{j≠i} H_ij²          (Bekas et al. 2007)
+
+Both come from the same samples (the trace sample is the sum of the diagonal sample).  The
+returned standard errors are the sample standard deviation / √n.  ``exact_diagonal`` uses the
+unit vectors instead (D HVPs): exact, for small layers and tests.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from compress.hessian.hvp import rademacher
+
+
+@dataclass
+class HutchinsonResult:
+    trace: float
+    trace_stderr: float
+    diagonal: torch.Tensor  # (D,)
+    diagonal_stderr: torch.Tensor  # (D,)
+    samples: int
+    hvps: int
+    seconds: float
+
+
+def hutchinson(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, samples: int,
+               generator: torch.Generator | None = None, dtype=torch.float32) -> HutchinsonResult:
+    """Trace and diagonal estimates from ``samples`` Rademacher probes (one HVP each)."""
+    if samples < 1:
+        raise ValueError(f"hutchinson samples = {samples!r} is invalid: must be >= 1")
+    g = generator or torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    s1 = torch.zeros(dim, dtype=torch.float64)  # Σ z⊙Hz
+    s2 = torch.zeros(dim, dtype=torch.float64)  # Σ (z⊙Hz)²
+    traces = []
+    for _ in range(samples):
+        # 1. probe z and its HVP
+        z = rademacher(dim, g, dtype)  # (D,)
+        d = (z * matvec(z)).double()  # (D,) one diagonal sample
+        # 2. accumulate diagonal moments and the trace sample zᵀHz = Σ d
+        s1 += d
+        s2 += d * d
+        traces.append(float(d.sum()))
+    n = samples
+    mean = s1 / n
+    var = (s2 / n - mean * mean).clamp_min(0) * (n / max(n - 1, 1))
+    tr = torch.tensor(traces, dtype=torch.float64)
+    tr_se = float(tr.std(unbiased=True) / n**0.5) if n > 1 else float("inf")
+    return HutchinsonResult(trace=float(tr.mean()), trace_stderr=tr_se, diagonal=mean.to(dtype),
+                            diagonal_stderr=(var / n).sqrt().to(dtype) if n > 1 else torch.full((dim,), float("inf")),
+                            samples=n, hvps=n, seconds=time.perf_counter() - t0)
+
+
+def exact_diagonal(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, dtype=torch.float32) -> torch.Tensor:
+    """diag(H) from the D unit-vector HVPs e_iᵀ H e_i (exact; cost D HVPs)."""
+    out = torch.empty(dim, dtype=dtype)
+    e = torch.zeros(dim, dtype=dtype)
+    for i in range(dim):
+        e[i] = 1.0
+        out[i] = matvec(e)[i]
+        e[i] = 0.0
+    return out
