@@ -1,0 +1,165 @@
+"""params.yaml sections of the pruning family: ``prune`` (one-shot / iterative pruning variants
+with fine-tuning) and ``lottery`` (iterative magnitude pruning, Frankle & Carbin 2019)."""
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from compress.config import Section
+
+
+def _sparsity(v: float) -> float:
+    if not 0.0 <= v < 1.0:
+        raise ValueError("sparsity must be in [0, 1) (the fraction of weights removed)")
+    return v
+
+
+def _rate(v: float) -> float:
+    if not 0.0 < v < 1.0:
+        raise ValueError("rate must be in (0, 1) (the fraction of remaining weights pruned per round)")
+    return v
+
+
+class FinetuneConfig(Section):
+    """Training after pruning (fields as in ``train``; ``fit`` reads them)."""
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
+    max_iterations: int | None = Field(150, ge=1, description="cap per fine-tuning phase (null: epochs decide)")
+    eval_every: int = Field(0, ge=0)
+
+
+class PruneVariant(Section):
+    """One pruned variant: ``variants/prune/prune-<key>/``."""
+
+    method: Literal["magnitude", "gradient", "structured"] = "magnitude"
+    scope: Literal["layer", "global"] = "global"
+    criterion: Literal["percentage", "topk", "threshold"] = "percentage"
+    sparsity: float = 0.9  # percentage (and structured: fraction of units removed per layer)
+    k: int | None = Field(None, ge=1, description="topk: weights kept (per layer or in total)")
+    tau: float | None = Field(None, ge=0, description="threshold: keep score > tau")
+    rounds: int = Field(1, ge=1, description="reach the target in this many prune + fine-tune rounds")
+    layers: list[str] | None = Field(None, description="fnmatch patterns of layer names; null = all prunable layers")
+    norm: Literal["l1", "l2"] = "l1"  # structured: unit score
+    l1_lambda: float = Field(0.0, ge=0, description=">0: train with loss + lambda*||w||_1 before pruning")
+    grad_batches: int = Field(8, ge=1, description="gradient method: batches averaged for the saliency")
+
+    _s = field_validator("sparsity")(classmethod(lambda cls, v: _sparsity(v)))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PruneVariant":
+        if self.criterion == "topk" and self.k is None:
+            raise ValueError("k is required when criterion = 'topk'")
+        if self.criterion == "threshold" and self.tau is None:
+            raise ValueError("tau is required when criterion = 'threshold'")
+        if self.method == "structured" and self.criterion != "percentage":
+            raise ValueError("structured pruning uses criterion = 'percentage' (sparsity = fraction of units removed)")
+        if self.rounds > 1 and self.criterion != "percentage":
+            raise ValueError("rounds > 1 needs criterion = 'percentage' (a sparsity schedule)")
+        return self
+
+
+def _default_variants() -> dict[str, PruneVariant]:
+    return {
+        "mag-layer-80": PruneVariant(method="magnitude", scope="layer", sparsity=0.8),
+        "mag-global-90": PruneVariant(method="magnitude", scope="global", sparsity=0.9),
+        "mag-global-95-3r": PruneVariant(method="magnitude", scope="global", sparsity=0.95, rounds=3),
+        "grad-global-90": PruneVariant(method="gradient", scope="global", sparsity=0.9),
+        "l1-mag-global-90": PruneVariant(method="magnitude", scope="global", sparsity=0.9, l1_lambda=1e-4),
+        "struct-l1-50": PruneVariant(method="structured", sparsity=0.5, norm="l1"),
+    }
+
+
+class PruneConfig(Section):
+    baseline: str = "models/baseline"
+    out: str = "variants/prune"
+    storage: Literal["auto", "bitmask", "csr"] = "auto"
+    threads: int | None = Field(1, ge=1, description="torch threads while training (null: all cores)")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    variants: dict[str, PruneVariant] = Field(default_factory=_default_variants)
+
+    @field_validator("variants")
+    @classmethod
+    def _names(cls, v: dict[str, PruneVariant]) -> dict[str, PruneVariant]:
+        for name in v:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", name):
+                raise ValueError(f"variant name {name!r} must match [a-z0-9][a-z0-9.-]* (it names a folder and an MLflow run)")
+        return v
+
+
+# ----------------------------------------------------------------------------- lottery
+# Named training settings.  ``paper``: LeNet-300-100 on MNIST in Frankle & Carbin (2019), Fig. 1/3/4:
+# Adam 1.2e-3, batch 60, 50k iterations, Glorot init, validation every 100 iterations.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"iterations": 50_000, "batch_size": 60, "lr": 1.2e-3, "optimizer": "adam", "eval_every": 100},
+    "default": {"iterations": 300, "batch_size": 60, "lr": 1.2e-3, "optimizer": "adam", "eval_every": 50},
+}
+
+
+class LotteryConfig(Section):
+    preset: Literal["paper", "default"] = "default"
+    model: str = "lenet300"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    init: Literal["glorot", "kaiming", "default"] = "glorot"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    rate: float = 0.2  # fraction of remaining weights pruned per layer per round
+    output_rate: float | None = None  # null: rate / 2 (the paper's output layer)
+    target_remaining: float = Field(0.036, gt=0, le=1, description="stop when at most this fraction of weights remains")
+    rewind_iteration: int = Field(0, ge=0, description="0: reset to w0; k: rewind to the weights at iteration k")
+    controls: list[Literal["reinit", "random_mask"]] = Field(default_factory=lambda: ["reinit", "random_mask"])
+    # null: taken from the preset
+    iterations: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    optimizer: Literal["adam", "adamw", "sgd"] | None = None
+    eval_every: int | None = Field(None, ge=1)
+    threads: int | None = Field(1, ge=1, description="torch threads (null: all cores)")
+    plots: str = "plots/lottery"
+
+    _r = field_validator("rate")(classmethod(lambda cls, v: _rate(v)))
+
+    @field_validator("output_rate")
+    @classmethod
+    def _orate(cls, v: float | None) -> float | None:
+        return None if v is None else _rate(v)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        from compress.models import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; allowed: {sorted(MODELS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _rewind(self) -> "LotteryConfig":
+        if self.rewind_iteration >= self.trainer().max_iterations:
+            raise ValueError(f"rewind_iteration = {self.rewind_iteration} must be below the training length "
+                             f"({self.trainer().max_iterations} iterations)")
+        return self
+
+    def trainer(self) -> SimpleNamespace:
+        """The effective training knobs (preset, overridden by explicit keys) in ``fit``'s format."""
+        p = dict(PRESETS[self.preset])
+        for k in p:
+            if getattr(self, k) is not None:
+                p[k] = getattr(self, k)
+        return SimpleNamespace(epochs=10**6, batch_size=p["batch_size"], optimizer=p["optimizer"], lr=p["lr"],
+                               weight_decay=0.0, momentum=0.9, schedule="constant",
+                               max_iterations=p["iterations"], eval_every=p["eval_every"])
+
+    @property
+    def effective_output_rate(self) -> float:
+        return self.rate / 2 if self.output_rate is None else self.output_rate
+
+
+SECTIONS = {"prune": PruneConfig, "lottery": LotteryConfig}

@@ -1,0 +1,91 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from compress.models import build_model, prunable_layers
+from compress.prune import masks as M
+from compress.prune.imp import layer_rates, random_masks, rounds_to_target, run_lottery
+
+
+def _data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(99)) * 2
+    y = torch.randint(0, 4, (n,), generator=g)
+    return centers[y] + torch.randn(n, 1, 8, 8, generator=g), y
+
+
+def _build(init_seed):
+    torch.manual_seed(init_seed)
+    return build_model("mlp", (1, 8, 8), 4, hidden=[32, 16], init="glorot")
+
+
+CFG = SimpleNamespace(epochs=100, batch_size=32, optimizer="adam", lr=3e-3, weight_decay=0.0, momentum=0.9,
+                      schedule="constant", max_iterations=20, eval_every=5)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add overhead on a shared 2-core box
+    yield
+    torch.set_num_threads(n)
+
+
+def test_rounds_and_rates_follow_the_paper():
+    m = build_model("lenet300", (1, 28, 28), 10)
+    rates = layer_rates(m, 0.2, 0.1)
+    assert list(rates.values()) == [0.2, 0.2, 0.1]
+    assert rounds_to_target(m, 0.2, 0.1, 0.036) == 15  # 0.8^15 of 265,200 + 0.9^15 of 1,000 weights = 3.6 %
+
+
+def test_random_masks_keep_per_layer_counts():
+    like = {"a": torch.rand(20, 30) > 0.7, "b": torch.rand(5, 7) > 0.2}
+    r = random_masks(like, torch.Generator().manual_seed(0))
+    assert all(int(r[n].sum()) == int(like[n].sum()) and not torch.equal(r[n], like[n]) for n in like)
+
+
+@pytest.mark.parametrize("rewind", [0, 10])
+def test_imp_rounds_masks_and_controls(rewind):
+    train, val, test = _data(256, 0), _data(128, 1), _data(128, 2)
+    tickets = {}
+
+    def on_ticket(r, model):
+        tickets[r] = (M.get_masks(model, all_layers=True), M.dense_state_dict(model))
+
+    w0 = M.dense_state_dict(_build(3))
+    rows = run_lottery(_build, train, val, test, CFG, seed=3, rate=0.5, output_rate=0.25, target_remaining=0.2,
+                       rewind_iteration=rewind, on_ticket=on_ticket)
+    n_rounds = max(r["round"] for r in rows)
+    assert n_rounds == rounds_to_target(_build(0), 0.5, 0.25, 0.2) == 3
+    assert [r["kind"] for r in rows] == ["ticket"] + ["ticket", "reinit", "random_mask"] * n_rounds
+    sizes = {n: m.weight.numel() for n, m in prunable_layers(_build(0)).items()}
+    for r in range(1, n_rounds + 1):
+        masks = tickets[r][0]
+        prev = tickets[r - 1][0]
+        assert all(torch.all(masks[n] <= prev[n]) for n in masks)  # monotone
+        kept = {n: int(masks[n].sum()) for n in masks}
+        expect = {"net.1": sizes["net.1"] * 0.5 ** r, "net.3": sizes["net.3"] * 0.5 ** r, "net.5": sizes["net.5"] * 0.75 ** r}
+        assert all(abs(kept[n] - expect[n]) <= 1.5 for n in kept)
+        same = [row for row in rows if row["round"] == r]
+        assert len({round(row["remaining"], 6) for row in same}) == 1  # controls at the same sparsity
+    for row in rows:
+        assert 0 < row["early_stop_iteration"] <= 20 and row["early_stop_iteration"] % 5 == 0
+        assert 0.0 <= row["test_acc"] <= 1.0
+    assert rows[-1]["remaining"] <= 0.2
+    # round 0 with rewind=0 starts from w0: the dense run is reproducible from w0
+    assert any(not torch.equal(tickets[0][1][k], w0[k]) for k in w0)  # it trained
+
+
+def test_ticket_restarts_from_masked_w0_and_reinit_does_not():
+    """With a vanishing learning rate the trained weights are the starting weights: ticket = m * w0."""
+    cfg = SimpleNamespace(**{**vars(CFG), "optimizer": "sgd", "lr": 1e-12, "momentum": 0.0, "max_iterations": 2})
+    data = _data(64, 0)
+    tickets, w0 = {}, M.dense_state_dict(_build(5))
+    run_lottery(_build, data, data, data, cfg, seed=5, rate=0.5, output_rate=0.25, target_remaining=0.6,
+                controls=("reinit",), on_ticket=lambda r, m: tickets.setdefault(r, (M.get_masks(m), M.dense_state_dict(m))))
+    masks, state = tickets[1]
+    for n, mask in masks.items():
+        assert torch.allclose(state[f"{n}.weight"], w0[f"{n}.weight"] * mask, atol=1e-9)
+        # the kept weights are the largest |w0| of each layer (training did not move them)
+        assert w0[f"{n}.weight"].abs()[mask].min() >= w0[f"{n}.weight"].abs()[~mask].max()
