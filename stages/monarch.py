@@ -80,20 +80,23 @@ def main() -> None:
         tuned = monarchize(dense, shapes)
         hist = fit(tuned, train, val, C.finetune, seed=P.seed, desc="monarch fine-tune", on_eval=log("finetune"))
         tuned.cpu().eval()
-        quant = fake_quantized(copy.deepcopy(tuned))  # int8 round trip of the factors (what the artifact holds)
         rp = replaced_params(dense, shapes)
         desc = ", ".join(f"{n}: {s.in_features}->{s.out_features} k={s.nblocks_in} j={s.nblocks_out} r={s.rank}" for n, s in shapes.items())
         extra = {"replaced": rp, "shapes": {n: s.as_dict() for n, s in shapes.items()}, "projection_rel_error": errors,
                  "reference": source}
-        for variant, model, fmt, what in [("monarch-projected", projected, "fp32", "projected, before fine-tuning"),
-                                          ("monarch-finetuned", tuned, "fp32", f"fine-tuned {C.finetune.epochs} epochs"),
-                                          ("monarch-finetuned-int8", tuned, "int8", "fine-tuned, factors int8 per-channel")]:
+        todo = [("monarch-projected", projected, "fp32", "projected, before fine-tuning"),
+                ("monarch-finetuned", tuned, "fp32", f"fine-tuned {C.finetune.epochs} epochs")]
+        if C.int8:
+            todo.append(("monarch-finetuned-int8", tuned, "int8", "fine-tuned, factors int8 per-channel"))
+        for variant, model, fmt, what in todo:
             write_monarch_variant(out / variant, variant=variant, model=model, base_spec=spec, shapes=shapes, fmt=fmt,
                                   extra=extra, **common,
                                   notes=f"Monarch {what}; {rp['dense']}->{rp['monarch']} weights in replaced layers "
                                         f"({rp['ratio']:.1f}x fewer); {desc}")
-        val_acc = {name: evaluate_model(m, *val)[1] for name, m in
-                   [("dense", dense), ("projected", projected), ("finetuned", tuned), ("finetuned_int8", quant)]}
+        models = [("dense", dense), ("projected", projected), ("finetuned", tuned)]
+        if C.int8:  # the int8 round trip of the factors: what the int8 artifact holds
+            models.append(("finetuned_int8", fake_quantized(copy.deepcopy(tuned))))
+        val_acc = {name: evaluate_model(m, *val)[1] for name, m in models}
         summary = {"dataset": meta["dataset"], "dataset_substituted": meta["substituted"], "model": C.model,
                    "reference": source, "replaced_weights_dense": rp["dense"], "replaced_weights_monarch": rp["monarch"],
                    "replaced_compression": rp["ratio"], "params_dense": count_params(dense), "params_monarch": count_params(tuned),
@@ -109,7 +112,7 @@ def main() -> None:
         w.writerows(rows)
     print(f"monarch: {rp['dense']} -> {rp['monarch']} weights in {list(shapes)} ({rp['ratio']:.1f}x); val acc dense "
           f"{val_acc['dense']:.4f} projected {val_acc['projected']:.4f} fine-tuned {val_acc['finetuned']:.4f} "
-          f"int8 {val_acc['finetuned_int8']:.4f} ({meta['dataset']}, reference {source})")
+          f"int8 {val_acc.get('finetuned_int8', float('nan')):.4f} ({meta['dataset']}, reference {source})")
 
 
 if __name__ == "__main__":

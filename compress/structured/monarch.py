@@ -131,11 +131,13 @@ class MonarchLinear(nn.Module):
         lead = x.shape[:-1]
         x = x.reshape(-1, s.in_features)  # (N, k*i)
         n = x.shape[0]
-        # 1. R: block a multiplies x[:, a, :]                         (k, N, i) @ (k, i, j*r)
-        u = torch.bmm(x.view(n, k, s.blk_in).transpose(0, 1), self.w1.transpose(1, 2))  # (k, N, j*r)
-        # 2. P^T: regroup so block b of L sees (a, r) for every input block a
-        u = u.view(k, n, j, r).permute(2, 1, 0, 3).reshape(j, n, k * r)  # (j, N, k*r)
-        # 3. L: block b                                               (j, N, k*r) @ (j, k*r, l)
+        # Layouts are chosen so that both bmm operands are strided views BLAS accepts (a leading
+        # dimension, no copy); the only copy is the final permutation (and the middle one if r > 1).
+        # 1. R: block a multiplies x[:, a, :]          (k, j*r, i) @ (k, i, N) -> (k, j*r, N)
+        t = torch.bmm(self.w1, x.reshape(n, k, s.blk_in).permute(1, 2, 0))  # (k, j*r, N)
+        # 2. P^T: block b of L sees (a, r) for every input block a      -> (j, N, k*r), a view if r == 1
+        u = t.view(k, j, r, n).permute(1, 3, 0, 2).reshape(j, n, k * r)  # (j, N, k*r)
+        # 3. L: block b                                 (j, N, k*r) @ (j, k*r, l) -> (j, N, l)
         v = torch.bmm(u, self.w2.transpose(1, 2))  # (j, N, l)
         # 4. P: output index o = l_idx * j + b
         y = v.permute(1, 2, 0).reshape(n, l * j)  # (N, n_out)

@@ -47,6 +47,8 @@ def test_layer_equals_its_dense_matrix(shape):
     M = dense_from_definition(layer)
     x = torch.randn(7, 3, shape.in_features, dtype=torch.float64)  # extra leading dims pass through
     torch.testing.assert_close(layer(x), x @ M.T + layer.bias, rtol=1e-12, atol=1e-12)
+    xt = torch.randn(shape.in_features, 5, dtype=torch.float64).T  # a non-contiguous input
+    torch.testing.assert_close(layer(xt), xt @ M.T + layer.bias, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(monarch_to_dense(layer.w1, layer.w2, shape), M, rtol=1e-12, atol=1e-12)
     assert sum(p.numel() for p in (layer.w1, layer.w2)) == shape.num_weights
 

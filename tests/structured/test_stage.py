@@ -27,7 +27,8 @@ def digits_dir(tmp_path_factory):
 
 
 def run_stage(tmp_path, monkeypatch, prepared, monarch: dict):
-    params = {"seed": 0, "data": {"source": "digits", "out": str(prepared)}, "tracking": {"enabled": False},
+    params = {"seed": 0, "data": {"source": "digits", "val_size": 200, "calib_size": 64, "out": str(prepared)},
+              "tracking": {"enabled": False},
               "monarch": monarch}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
