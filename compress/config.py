@@ -23,9 +23,17 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    """Base of every params section: unknown keys are errors, values are validated on assignment."""
+    """Base of every params section: unknown keys are errors, values are validated on assignment.
+
+    Cross-field validators call ``self.fail("field", "what is allowed")`` so the one-line error
+    names the exact key (``data.val_size = 70000 is invalid: ...``).
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @staticmethod
+    def fail(field: str, msg: str):
+        raise ValueError(f"@{field}: {msg}")
 
 
 # --------------------------------------------------------------------------- core sections
@@ -40,6 +48,17 @@ class DataConfig(Section):
     calib_size: int = Field(1024, ge=1)
     out: str = "data/prepared"
 
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> "DataConfig":
+        from compress.data import DATASET_SIZES
+
+        n_train = DATASET_SIZES[self.source][0]
+        if self.val_size >= n_train:
+            self.fail("val_size", f"{self.source} has {n_train} training images; choose a value below {n_train}")
+        if self.train_size is not None and self.train_size + self.val_size > n_train:
+            self.fail("train_size", f"train_size + val_size must be <= {n_train} (the {self.source} training set)")
+        return self
+
 
 class ModelConfig(Section):
     name: str = "lenet5"
@@ -50,7 +69,7 @@ class ModelConfig(Section):
         from compress.models import MODELS
 
         if self.name not in MODELS:
-            raise ValueError(f"unknown model {self.name!r}; allowed: {sorted(MODELS)}")
+            self.fail("name", f"unknown model {self.name!r}; allowed: {', '.join(sorted(MODELS))}")
         return self
 
 
@@ -64,6 +83,7 @@ class TrainConfig(Section):
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     max_iterations: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     eval_every: int = Field(0, ge=0, description="validate every N iterations (0: once per epoch)")
+    augment_shift: int = Field(0, ge=0, le=8, description="random translation of training images, in pixels")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compiled_variant: bool = False
     out: str = "models/baseline"
@@ -80,7 +100,7 @@ class EvaluateConfig(Section):
     @model_validator(mode="after")
     def _batches(self) -> "EvaluateConfig":
         if sorted(set(self.latency_batches)) != [1, 256]:
-            raise ValueError("latency_batches must be [1, 256]: the variants table has latency_ms_b1 and latency_ms_b256 columns")
+            self.fail("latency_batches", "must be [1, 256]: the variants table has latency_ms_b1 and latency_ms_b256 columns")
         return self
 
 
@@ -147,6 +167,13 @@ def _format_error(err: ValidationError, source: str, raw: dict) -> str:
             value = e.get("input", "<missing>")
             break
     msg = e["msg"].removeprefix("Value error, ")
+    if msg.startswith("@"):  # a cross-field validator named the exact field
+        field, msg = msg[1:].split(": ", 1)
+        loc = [*loc, field]
+        key = ".".join(loc)
+        value = raw
+        for p in loc:
+            value = value.get(p, "<default>") if isinstance(value, dict) else "<default>"
     if e["type"] == "extra_forbidden":
         parent = ".".join(loc[:-1])
         sections = all_sections()

@@ -64,6 +64,19 @@ class History:
     seconds: float = 0.0
 
 
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by an integer offset in [-max_shift, max_shift] pixels, filling with background."""
+    b, _, h, w = x.shape  # (B, C, H, W)
+    shifts = torch.randint(-max_shift, max_shift + 1, (b, 2), generator=generator).float()
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = shifts[:, 0] * 2 / w  # normalised grid units
+    theta[:, 1, 2] = shifts[:, 1] * 2 / h
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    bg = x.amin(dim=(1, 2, 3), keepdim=True)  # the background value of normalised images
+    return F.grid_sample(x - bg, grid, mode="nearest", padding_mode="zeros", align_corners=False) + bg
+
+
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -90,7 +103,7 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
     """Train ``model`` in place with the knobs of a TrainConfig-like ``cfg``.
 
     ``cfg`` needs: epochs, batch_size, optimizer, lr, weight_decay, momentum, schedule,
-    max_iterations, eval_every.  ``on_eval(row)`` may raise to stop early (e.g. an Optuna
+    max_iterations, eval_every (and optionally augment_shift: random translation in pixels).  ``on_eval(row)`` may raise to stop early (e.g. an Optuna
     pruner).  With ``restore_best`` the weights of the early-stop iteration are restored.
     """
     device = device or next(model.parameters()).device
@@ -104,6 +117,7 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
     opt = optimizer or make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     sched = make_schedule(opt, cfg, total)
     hist, best_state = History(), None
+    shift = int(getattr(cfg, "augment_shift", 0))
     t0, it = time.perf_counter(), 0
     run_loss, run_correct, run_n = 0.0, 0, 0
 
@@ -128,6 +142,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
         bar = tqdm(batches(xtr, ytr, cfg.batch_size, shuffle=True, generator=g), total=steps_per_epoch,
                    desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False, mininterval=1.0)
         for xb, yb in bar:
+            if shift:
+                xb = random_shift(xb, shift, g)
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             out = model(xb)
             loss = F.cross_entropy(out, yb)

@@ -1,0 +1,31 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "datasets"
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The official MNIST idx files (../shared/datasets), or skip with the reason."""
+    if not (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.skip(f"real MNIST files not found under {SHARED_DATA}/MNIST/raw")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def digits_prepared(tmp_path_factory):
+    """A prepared `digits` dataset (tiny, ships with scikit-learn) for fast tests."""
+    from compress.config import DataConfig
+    from compress.data import prepare, save_prepared
+
+    out = tmp_path_factory.mktemp("prepared")
+    save_prepared(prepare(DataConfig(source="digits", val_size=200, calib_size=128), seed=0), out)
+    return out

@@ -1,0 +1,45 @@
+import pytest
+import yaml
+
+from compress.config import ConfigError, load_params, validate_params
+from tests.conftest import ROOT
+
+
+def test_repo_params_yaml_is_valid():
+    p = load_params(ROOT / "params.yaml")
+    assert p.data.source == "mnist" and p.data.val_size == 5000 and p.model.name == "lenet5"
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"train": {"epochs": 0}}, "train.epochs = 0"),
+    ({"train": {"epochs": "many"}}, "train.epochs = 'many'"),
+    ({"train": {"epoch": 3}}, "unknown key 'train.epoch'"),
+    ({"trian": {}}, "unknown key 'trian'"),
+    ({"data": {"source": "imagenet"}}, "data.source = 'imagenet' is not allowed"),
+    ({"model": {"name": "vgg"}}, "model.name = 'vgg' is invalid: unknown model"),
+    ({"train": {"optimizer": "lion"}}, "train.optimizer = 'lion'"),
+    ({"data": {"val_size": -1}}, "data.val_size = -1"),
+])
+def test_bad_values_give_one_line_naming_the_key(raw, needle):
+    with pytest.raises(ConfigError) as e:
+        validate_params(raw)
+    msg = str(e.value)
+    assert needle in msg, msg
+    assert "\n" not in msg
+
+
+def test_val_size_larger_than_training_set_is_rejected_before_work():
+    with pytest.raises(ConfigError, match=r"data.val_size = 70000 .*60000"):
+        validate_params({"data": {"source": "mnist", "val_size": 70000}})
+
+
+def test_load_params_reports_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "p.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text(yaml.safe_dump({"seed": -3}))
+    with pytest.raises(ConfigError, match="seed = -3"):
+        load_params(bad)
