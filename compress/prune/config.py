@@ -123,6 +123,7 @@ class LotteryConfig(Section):
     eval_every: int | None = Field(None, ge=1)
     threads: int | None = Field(1, ge=1, description="torch threads (null: all cores)")
     plots: str = "plots/lottery"
+    out: str = "variants/lottery"  # the chosen ticket, as a variant for the evaluate stage
 
     _r = field_validator("rate")(classmethod(lambda cls, v: _rate(v)))
 

@@ -87,9 +87,11 @@ def decode(tensors: dict[str, torch.Tensor], layout: dict) -> dict[str, torch.Te
         elif fmt == "csr":
             rows = shape[0]
             cols = int(np.prod(shape[1:]))
-            m = torch.sparse_csr_tensor(tensors[f"{k}::crow"].long(), tensors[f"{k}::col"].long(),
-                                        tensors[f"{k}::values"], size=(rows, cols), check_invariants=True)
-            out[k] = m.to_dense().view(shape)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                m = torch.sparse_csr_tensor(tensors[f"{k}::crow"].long(), tensors[f"{k}::col"].long(),
+                                            tensors[f"{k}::values"], size=(rows, cols), check_invariants=True)
+                out[k] = m.to_dense().view(shape)
         else:
             raise ValueError(f"unknown storage format {fmt!r} for {k}")
     return out
