@@ -1,9 +1,9 @@
 """monarch: replace Linear layers of a trained dense model by their optimal Monarch projections
-(Dao et al. 2022), fine-tune (dense-to-sparse), int8-quantize the factors, write the variants.
+(Dao et al. 2022), fine-tune (dense-to-sparse), quantize the factors (int8), write the variants.
 
 Reference: models/baseline when it is the requested architecture (monarch.model), otherwise a
 dense reference trained here with monarch.reference (also written, as monarch-dense-ref).
-Variants: monarch-projected (before fine-tuning), monarch-finetuned, monarch-finetuned-int8.
+Variants: monarch-projected (before fine-tuning), monarch-finetuned, monarch-finetuned-int<monarch.quant_bits>.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from compress.data import load_meta, load_split
 from compress.models import build_model, count_params
 from compress.structured.config import REFERENCE_MODELS
 from compress.structured.export import replaced_params, spec_matches, write_monarch_variant
-from compress.structured.int8 import fake_quantized
+from compress.structured.quantize import fake_quantized
 from compress.structured.monarch import monarchize, plan, projection_error
 from compress.train import evaluate_model, fit, seed_everything
 from compress.variants import Form, Manifest, model_spec, write_variant
@@ -84,18 +84,19 @@ def main() -> None:
         desc = ", ".join(f"{n}: {s.in_features}->{s.out_features} k={s.nblocks_in} j={s.nblocks_out} r={s.rank}" for n, s in shapes.items())
         extra = {"replaced": rp, "shapes": {n: s.as_dict() for n, s in shapes.items()}, "projection_rel_error": errors,
                  "reference": source}
-        todo = [("monarch-projected", projected, "fp32", "projected, before fine-tuning"),
-                ("monarch-finetuned", tuned, "fp32", f"fine-tuned {C.finetune.epochs} epochs")]
-        if C.int8:
-            todo.append(("monarch-finetuned-int8", tuned, "int8", "fine-tuned, factors int8 per-channel"))
-        for variant, model, fmt, what in todo:
-            write_monarch_variant(out / variant, variant=variant, model=model, base_spec=spec, shapes=shapes, fmt=fmt,
+        todo = [("monarch-projected", projected, None, "projected, before fine-tuning"),
+                ("monarch-finetuned", tuned, None, f"fine-tuned {C.finetune.epochs} epochs")]
+        qb = C.quant_bits
+        if qb:
+            todo.append((f"monarch-finetuned-int{qb}", tuned, qb, f"fine-tuned, factors int{qb} per-channel"))
+        for variant, model, bits, what in todo:
+            write_monarch_variant(out / variant, variant=variant, model=model, base_spec=spec, shapes=shapes, bits=bits,
                                   extra=extra, **common,
                                   notes=f"Monarch {what}; {rp['dense']}->{rp['monarch']} weights in replaced layers "
                                         f"({rp['ratio']:.1f}x fewer); {desc}")
         models = [("dense", dense), ("projected", projected), ("finetuned", tuned)]
-        if C.int8:  # the int8 round trip of the factors: what the int8 artifact holds
-            models.append(("finetuned_int8", fake_quantized(copy.deepcopy(tuned))))
+        if qb:  # the quantization round trip of the factors: what the packed artifact holds
+            models.append(("finetuned_quant", fake_quantized(copy.deepcopy(tuned), qb)))
         val_acc = {name: evaluate_model(m, *val)[1] for name, m in models}
         summary = {"dataset": meta["dataset"], "dataset_substituted": meta["substituted"], "model": C.model,
                    "reference": source, "replaced_weights_dense": rp["dense"], "replaced_weights_monarch": rp["monarch"],
@@ -112,7 +113,7 @@ def main() -> None:
         w.writerows(rows)
     print(f"monarch: {rp['dense']} -> {rp['monarch']} weights in {list(shapes)} ({rp['ratio']:.1f}x); val acc dense "
           f"{val_acc['dense']:.4f} projected {val_acc['projected']:.4f} fine-tuned {val_acc['finetuned']:.4f} "
-          f"int8 {val_acc.get('finetuned_int8', float('nan')):.4f} ({meta['dataset']}, reference {source})")
+          f"int{qb} {val_acc.get('finetuned_quant', float('nan')):.4f} ({meta['dataset']}, reference {source})")
 
 
 if __name__ == "__main__":

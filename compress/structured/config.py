@@ -36,7 +36,7 @@ class MonarchConfig(Section):
     rank: int = Field(1, ge=1)  # rank of every (input block, output block) slice; 1 = the paper's Monarch
     reference: MonarchTrain = Field(default_factory=lambda: MonarchTrain(epochs=2, lr=2e-3))
     finetune: MonarchTrain = Field(default_factory=lambda: MonarchTrain(epochs=2, lr=1e-3, schedule="cosine"))
-    int8: bool = True
+    quant_bits: int | None = Field(8, ge=2, le=8, description="bits of the fine-tuned factors' extra variant; null: none")
     out: str = "variants/monarch"
 
     @field_validator("nblocks", mode="before")

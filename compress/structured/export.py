@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from compress.checkpoint import save_state_dict
 from compress.models import count_params
-from compress.structured.int8 import save_int8, stored_weight_bits
+from compress.structured.quantize import save_quantized, stored_weight_bits
 from compress.structured.monarch import MonarchShape, monarch_layers
 from compress.structured.runtime import shapes_to_options
 from compress.variants import Form, Manifest, write_variant
@@ -27,25 +27,24 @@ def replaced_params(dense: nn.Module, shapes: dict[str, MonarchShape]) -> dict:
 
 
 def write_monarch_variant(folder: str | Path, *, variant: str, model: nn.Module, base_spec: dict,
-                          shapes: dict[str, MonarchShape], fmt: str, dataset: str, seed: int, notes: str,
+                          shapes: dict[str, MonarchShape], bits: int | None, dataset: str, seed: int, notes: str,
                           extra: dict | None = None, stage: str = "monarch") -> Manifest:
-    """Save ``model`` (a monarchized ``base_spec`` model) as fp32 or int8 and write its manifest."""
+    """Save ``model`` (a monarchized ``base_spec`` model) as fp32 (``bits`` None) or with ``bits``-bit
+    packed factors, and write its manifest."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if set(monarch_layers(model)) != set(shapes):
         raise ValueError(f"variant {variant}: model's Monarch layers {sorted(monarch_layers(model))} != {sorted(shapes)}")
-    if fmt == "int8":
-        fname = "model.int8.safetensors"
-        save_int8(model, folder / fname)
-        bits, _ = stored_weight_bits(model)
-        method = "monarch+int8"
+    if bits is not None:
+        fname, fmt, method = f"model.int{bits}.packed", "packed", f"monarch+int{bits}"
+        save_quantized(model, folder / fname, bits)
+        avg_bits = stored_weight_bits(model, bits)
     else:
-        fname = "model.safetensors"
+        fname, fmt, method, avg_bits = "model.safetensors", "fp32", "monarch", 32.0
         save_state_dict(model, folder / fname)
-        bits, method = 32.0, "monarch"
     man = Manifest(variant=variant, stage=stage, method=method, model=base_spec, dataset=dataset, seed=seed,
-                   avg_weight_bits=round(bits, 4), act_bits=None, sparsity=0.0, params=count_params(model, nonzero=True),
-                   deploy=Form(runtime="monarch-eager", files=[fname], options=shapes_to_options(shapes, fmt)),
+                   avg_weight_bits=round(avg_bits, 4), act_bits=None, sparsity=0.0, params=count_params(model, nonzero=True),
+                   deploy=Form(runtime="monarch-eager", files=[fname], options=shapes_to_options(shapes, fmt, bits)),
                    notes=notes, extra=dict(extra or {}))
     write_variant(folder, man)
     return man

@@ -6,10 +6,11 @@ storage format of ``files[0]``:
 
     {"layers": {"net.1": {"in_features": 784, "out_features": 1024, "nblocks_in": 28,
                           "nblocks_out": 32, "rank": 1}, ...},
-     "format": "fp32" | "int8"}
+     "format": "fp32" | "packed"}
 
-fp32: a safetensors state dict of the Monarch model.  int8: per-channel int8 factors
-(compress.structured.int8), dequantized to fp32 at load; inference runs in fp32 eager PyTorch.
+fp32: a safetensors state dict of the Monarch model.  packed: per-channel integer factors
+(compress.structured.quantize, via compress.quant.packing), dequantized to fp32 at load;
+inference runs in fp32 eager PyTorch.
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ import torch.nn as nn
 
 from compress.checkpoint import load_into
 from compress.runtimes import ModulePredictor, Predictor, model_from_spec, register_runtime
-from compress.structured.int8 import load_int8
+from compress.structured.quantize import load_quantized
 from compress.structured.monarch import MonarchShape, monarchize
 from compress.variants import Form, Manifest
 
-FORMATS = ("fp32", "int8")
+FORMATS = ("fp32", "packed")
 
 
 def shapes_from_options(options: dict) -> dict[str, MonarchShape]:
@@ -33,10 +34,13 @@ def shapes_from_options(options: dict) -> dict[str, MonarchShape]:
         raise ValueError(f"monarch-eager: form.options must hold 'layers' {{name: MonarchShape fields}} ({e})") from None
 
 
-def shapes_to_options(shapes: dict[str, MonarchShape], fmt: str) -> dict:
+def shapes_to_options(shapes: dict[str, MonarchShape], fmt: str, bits: int | None = None) -> dict:
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} unknown; allowed: {FORMATS}")
-    return {"layers": {n: s.as_dict() for n, s in shapes.items()}, "format": fmt}
+    opts = {"layers": {n: s.as_dict() for n, s in shapes.items()}, "format": fmt}
+    if fmt == "packed":
+        opts["bits"] = int(bits)
+    return opts
 
 
 def load_monarch_model(folder: Path, manifest: Manifest, form: Form) -> nn.Module:
@@ -45,8 +49,8 @@ def load_monarch_model(folder: Path, manifest: Manifest, form: Form) -> nn.Modul
         raise ValueError(f"{folder}: monarch-eager format {fmt!r} unknown; allowed: {FORMATS}")
     model = monarchize(model_from_spec(manifest.model), shapes_from_options(form.options), project_weights=False)
     path = Path(folder) / form.files[0]
-    if fmt == "int8":
-        load_int8(model, path)
+    if fmt == "packed":
+        load_quantized(model, path)
     else:
         load_into(model, path)
     return model.eval()
@@ -55,5 +59,7 @@ def load_monarch_model(folder: Path, manifest: Manifest, form: Form) -> nn.Modul
 @register_runtime("monarch-eager")
 def _monarch_eager(folder: Path, manifest: Manifest, form: Form) -> Predictor:
     fmt = form.options.get("format", "fp32")
-    desc = "PyTorch eager, Monarch (2 bmm), fp32" if fmt == "fp32" else "PyTorch eager, Monarch (2 bmm), int8 factors stored, fp32 compute"
+    desc = "PyTorch eager, Monarch (2 bmm), fp32"
+    if fmt == "packed":
+        desc = f"PyTorch eager, Monarch (2 bmm), int{form.options.get('bits', '?')} factors stored, fp32 compute"
     return ModulePredictor(load_monarch_model(folder, manifest, form), desc)

@@ -14,7 +14,7 @@ from compress.config import DataConfig
 from compress.data import load_split, prepare, save_prepared
 from compress.evaluate import accuracy
 from compress.runtimes import load_predictor, model_from_spec
-from compress.structured.int8 import dequantize, load_int8, quantize_per_channel, save_int8
+from compress.structured.quantize import load_quantized, quantize_factor, roundtrip, save_quantized
 from compress.structured.monarch import MonarchLinear, MonarchShape, monarchize, plan
 from compress.variants import discover
 
@@ -61,7 +61,7 @@ def test_stage_writes_loadable_variants(tmp_path, monkeypatch, digits_dir):
     assert accs["monarch-dense-ref"] == pytest.approx(metrics["val_acc_dense"])
     assert accs["monarch-projected"] == pytest.approx(metrics["val_acc_projected"])
     assert accs["monarch-finetuned"] == pytest.approx(metrics["val_acc_finetuned"])
-    assert accs["monarch-finetuned-int8"] == pytest.approx(metrics["val_acc_finetuned_int8"])
+    assert accs["monarch-finetuned-int8"] == pytest.approx(metrics["val_acc_finetuned_quant"])
     size = {n: sum(p.stat().st_size for p in f.iterdir() if p.name != "manifest.json") for n, (f, _) in found.items()}
     assert size["monarch-finetuned"] < size["monarch-dense-ref"] / 4
     assert size["monarch-finetuned-int8"] < size["monarch-finetuned"] / 2
@@ -82,22 +82,29 @@ def test_stage_rejects_misfits_before_work(tmp_path, monkeypatch, digits_dir, ca
     assert not (tmp_path / "variants").exists()  # nothing was trained or written
 
 
-def test_int8_per_channel_roundtrip(tmp_path):
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_factors_roundtrip(tmp_path, bits):
     torch.manual_seed(0)
+    qmax = 2 ** (bits - 1) - 1
     w = torch.randn(4, 6, 9) * torch.logspace(-3, 1, 6).view(1, 6, 1)  # rows of very different ranges
-    q, s = quantize_per_channel(w)
-    assert q.dtype == torch.int8 and s.shape == (4, 6, 1)
-    assert q.abs().max() == 127 and (q.abs().amax(-1) == 127).all()  # every row uses the full range
-    assert ((dequantize(q, s) - w).abs() <= s / 2 + 1e-7).all()  # error at most half a step, per row
-    zq, zs = quantize_per_channel(torch.zeros(2, 3, 4))
-    assert (zq == 0).all() and torch.isfinite(zs).all()
-    # a whole model: save -> load into a fresh structure gives exactly the dequantized factors
+    qt = quantize_factor(w, bits)
+    assert qt.s.shape == (24, 1)  # one multiplier per (block, row)
+    codes = qt.q.reshape(w.shape)
+    assert (codes == codes.round()).all() and (codes.abs().amax(-1) == qmax).all()  # every row uses its full range
+    step = 1 / qt.s.reshape(4, 6, 1)
+    assert ((roundtrip(w, bits) - w).abs() <= step / 2 + 1e-6 * step).all()  # at most half a step, per row
+    # a whole model: save -> load into a fresh structure gives exactly the round-tripped factors
     base = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 36), torch.nn.ReLU(), torch.nn.Linear(36, 4))
     shapes = plan(base, "hidden", "sqrt")
     m = monarchize(base, shapes)
-    save_int8(m, tmp_path / "m.safetensors")
-    fresh = load_int8(monarchize(base, shapes, project_weights=False), tmp_path / "m.safetensors")
+    path = save_quantized(m, tmp_path / "m.packed", bits)
+    fresh = load_quantized(monarchize(base, shapes, project_weights=False), path)
     for name in ("1.w1", "1.w2"):
-        ref = dequantize(*quantize_per_channel(m.get_parameter(name)))
-        assert torch.equal(fresh.get_parameter(name), ref)
+        assert torch.equal(fresh.get_parameter(name), roundtrip(m.get_parameter(name), bits))
     assert torch.equal(fresh[3].weight, m[3].weight)  # non-Monarch layers stay fp32, exact
+    # the bytes on disk: packed codes + fp32 multipliers + fp32 rest, plus a small header
+    n_codes = m[1].w1.numel() + m[1].w2.numel()
+    n_channels = m[1].w1.shape[0] * m[1].w1.shape[1] + m[1].w2.shape[0] * m[1].w2.shape[1]
+    n_float = sum(p.numel() for k, p in m.state_dict().items() if not k.endswith((".w1", ".w2")))
+    expected = -(-n_codes * bits // 8) + 4 * n_channels + 4 * n_float
+    assert expected <= path.stat().st_size <= expected + 600
