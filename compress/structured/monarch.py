@@ -103,6 +103,10 @@ def sqrt_shape(in_features: int, out_features: int, rank: int = 1) -> MonarchSha
                         nearest_divisor(out_features, math.sqrt(out_features)), rank)
 
 
+def _contiguous(g: torch.Tensor) -> torch.Tensor:
+    return g.contiguous()
+
+
 class MonarchLinear(nn.Module):
     """y = M x + b with M = P L P^T R (module docstring): two batched matmuls, permutations by
     reshape/permute; M is never materialised.  Parameters ``w1`` (R) and ``w2`` (L)."""
@@ -141,6 +145,9 @@ class MonarchLinear(nn.Module):
         v = torch.bmm(u, self.w2.transpose(1, 2))  # (j, N, l)
         # 4. P: output index o = l_idx * j + b
         y = v.permute(1, 2, 0).reshape(n, l * j)  # (N, n_out)
+        if v.requires_grad:  # the gradients reaching t and v are permuted views; BLAS wants them contiguous
+            t.register_hook(_contiguous)
+            v.register_hook(_contiguous)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, s.out_features)
