@@ -295,7 +295,3 @@ def _binary_packed(folder: Path, manifest: Manifest, form: Form):
 __all__ = ["MODES", "hard_sigmoid", "binarize", "BinarizeSTE", "BinaryLinear", "BinaryMLP", "clip_weights",
            "glorot_lr_scales", "param_groups", "make_optimizer", "train_binaryconnect", "fold_layers", "save_packed", "load_packed",
            "PackedBinaryMLP", "packed_size_bound"]
-
-# compress.quant.qat registers the "qat-fakequant" runtime; it is imported here because this module
-# is the family's entry in compress.runtimes.RUNTIME_MODULES.
-import compress.quant.qat  # noqa: E402,F401

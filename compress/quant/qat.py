@@ -33,7 +33,7 @@ from compress.models import prunable_layers
 from compress.quant.affine import affine_params
 from compress.quant.fakequant import (QConv2d, QLinear, QuantSpec, _QuantMixin, act_spec, quantize_model, quantize_weight,
                                       weight_spec)
-from compress.quant.packing import QTensor
+from compress.quant.packing import QTensor, save_packed
 from compress.quant.rounding import round_
 
 QUANTIZERS = ("fixed", "lsq")
@@ -185,7 +185,9 @@ def _codes(m: _QuantMixin) -> QTensor:
 @torch.no_grad()
 def export_quantized(model_q: nn.Module) -> tuple[dict[str, QTensor], dict[str, torch.Tensor], dict[str, dict]]:
     """(weight codes per layer ``{name}.weight``, every other float tensor of the original model,
-    ``{layer: {"bits", "lo", "hi", "signed"}}`` activation quantizers) of a QAT model.
+    ``{layer: {"lo", "hi", "spec"}}`` activation quantizers) of a QAT model.  The activation entries
+    use the layout of :func:`compress.quant.ptq.save_packed_model`; for LSQ, (lo, hi) is the range
+    whose lecture parameters are exactly the learned (1/Δ, z).
 
     Keys are those of the float model's state dict, so :func:`baked_state_dict` loads into it.
     """
@@ -196,7 +198,7 @@ def export_quantized(model_q: nn.Module) -> tuple[dict[str, QTensor], dict[str, 
             qts[f"{name}.weight"] = _codes(m)
         if m.aspec is not None:
             lo, hi = m.act_range() if isinstance(m, _LSQMixin) else (m.act_lo.item(), m.act_hi.item())
-            acts[name] = {"bits": m.aspec.bits, "signed": m.aspec.signed, "lo": lo, "hi": hi}
+            acts[name] = {"lo": lo, "hi": hi, "spec": dataclasses.asdict(dataclasses.replace(m.aspec, rounding="nearest"))}
     extra = {"w_step", "a_step", "a_zero", "act_lo", "act_hi"}
     floats = {k: v.detach().float() for k, v in model_q.state_dict().items()
               if k not in qts and k.rsplit(".", 1)[-1] not in extra}
@@ -208,15 +210,11 @@ def baked_state_dict(qts: Mapping[str, QTensor], floats: Mapping[str, torch.Tens
     return {**{k: v for k, v in floats.items()}, **{k: qt.dequantize() for k, qt in qts.items()}}
 
 
-def sim_model(float_model: nn.Module, qts: Mapping[str, QTensor], floats: Mapping[str, torch.Tensor],
-              acts: Mapping[str, dict]) -> nn.Module:
-    """Inference model equal to the QAT forward: baked (dequantized) weights + input fake-quant with
-    the exported activation ranges.  Used to check the export and as the simulated form."""
-    m = float_model
-    m.load_state_dict(baked_state_dict(qts, floats))
-    abits = {n: a["bits"] for n, a in acts.items()}
-    ranges = {n: (a["lo"], a["hi"]) for n, a in acts.items()}
-    return quantize_model(m, None, abits, ranges).eval()
+def save_qat_packed(model_q: nn.Module, path, meta: dict | None = None):
+    """Write the QAT result as a bit-packed artifact (``compress.quant.packing``) in the layout of the
+    quant core's ``packed`` runtime: codes + (s, z) per channel, float tensors, activation quantizers."""
+    qts, floats, acts = export_quantized(model_q)
+    return save_packed(path, qts, floats, {**(meta or {}), "acts": acts})
 
 
 def weight_bits_average(qts: Mapping[str, QTensor], model: nn.Module) -> float:
@@ -230,24 +228,5 @@ def weight_bits_average(qts: Mapping[str, QTensor], model: nn.Module) -> float:
 
 
 __all__ = ["QUANTIZERS", "grad_scale", "round_ste", "lsq_fake_quant", "LSQLinear", "LSQConv2d", "prepare_qat", "qat_layers",
-           "make_qat_optimizer", "train_qat", "export_quantized", "baked_state_dict", "sim_model", "weight_bits_average"]
+           "make_qat_optimizer", "train_qat", "export_quantized", "baked_state_dict", "save_qat_packed", "weight_bits_average"]
 
-
-# --------------------------------------------------------------------------- simulated runtime
-def _register_runtime() -> None:
-    from pathlib import Path
-
-    from compress.quant.packing import load_packed
-    from compress.runtimes import ModulePredictor, model_from_spec, register_runtime
-
-    @register_runtime("qat-fakequant")
-    def _qat_fakequant(folder: Path, manifest, form):
-        """files[0]: packed weight codes + floats (compress.quant.packing) with the activation
-        quantizers in its meta["acts"]; runs the exact QAT forward (dequantized weights, fake-quant inputs)."""
-        qts, floats, meta = load_packed(Path(folder) / form.files[0])
-        model = sim_model(model_from_spec(manifest.model), qts, floats, meta.get("acts", {}))
-        bits = sorted({qt.spec.bits for qt in qts.values()})
-        return ModulePredictor(model, f"PyTorch eager, simulated int (weights {bits} bits dequantized, activations fake-quant)")
-
-
-_register_runtime()

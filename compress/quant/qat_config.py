@@ -49,8 +49,7 @@ class QATConfig(_FitKnobs):
 
     bits: list[str] = Field(default_factory=lambda: ["w8a8", "w4a4", "w2a4"])
     quantizer: Literal["fixed", "lsq"] = "fixed"  # fixed: calibrated activation ranges; lsq: learned steps
-    calibration: str = "minmax"  # which method's ranges in calibration/ranges.json initialise/fix activations
-    ranges_file: str = "calibration/ranges.json"
+    calibration: str = "minmax"  # which calibrate method's ranges (calibrate.out) initialise/fix activations
     weight_granularity: Literal["channel", "tensor"] = "channel"
     rounding: Literal["nearest", "stochastic"] = "nearest"  # rounding inside the fake-quant forward
     lsq_lr: float = Field(1e-3, gt=0, description="learning rate of the LSQ step sizes (quantizer: lsq)")
@@ -68,6 +67,12 @@ class QATConfig(_FitKnobs):
         if len(set(tags)) != len(tags):
             raise ValueError(f"duplicate bit widths in {v}")
         return tags
+
+    @model_validator(mode="after")
+    def _lsq_schedule(self) -> "QATConfig":
+        if self.quantizer == "lsq" and self.schedule == "onecycle":
+            self.fail("schedule", "onecycle cannot be combined with quantizer: lsq (OneCycleLR would override lsq_lr); use cosine or constant")
+        return self
 
     @field_validator("calibration")
     @classmethod

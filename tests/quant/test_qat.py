@@ -10,9 +10,9 @@ import torch.nn as nn
 from compress.config import ConfigError, validate_params
 from compress.quant.fakequant import QLinear, quantize_model
 from compress.quant.observers import calibrate
-from compress.quant.packing import load_packed, save_packed
+from compress.quant.packing import load_packed
 from compress.quant.qat import (LSQLinear, export_quantized, lsq_fake_quant, make_qat_optimizer, prepare_qat, qat_layers,
-                                sim_model, train_qat)
+                                save_qat_packed, train_qat)
 from compress.quant.qat_config import parse_bits
 from compress.train import evaluate_model
 
@@ -73,9 +73,10 @@ def test_fixed_ranges_stay_frozen_and_lsq_steps_are_trained():
 
 
 @pytest.mark.parametrize("quantizer", ["fixed", "lsq"])
-def test_export_reproduces_the_qat_forward_and_packs_losslessly(tmp_path, quantizer):
+def test_export_packs_losslessly_and_the_packed_runtime_reproduces_the_qat_forward(tmp_path, quantizer):
     torch.manual_seed(0)
     from compress.models import LeNet5
+    from compress.quant.ptq import load_packed_model
 
     model = LeNet5()
     x = torch.randn(32, 1, 28, 28)
@@ -86,12 +87,12 @@ def test_export_reproduces_the_qat_forward_and_packs_losslessly(tmp_path, quanti
         bits = qt.spec.bits
         assert qt.q.min() >= -(2 ** (bits - 1)) and qt.q.max() <= 2 ** (bits - 1) - 1
         assert torch.equal(qt.q, torch.round(qt.q))
-    sim = sim_model(LeNet5(), qts, floats, acts)
-    assert torch.allclose(sim(x), q(x), atol=1e-5)
-    path = save_packed(tmp_path / "w.cspk", qts, floats)
-    qts2, floats2, _ = load_packed(path)
+    path = save_qat_packed(q, tmp_path / "model.cspk")
+    qts2, _, _ = load_packed(path)
     for k in qts:
         assert torch.equal(qts2[k].dequantize(), qts[k].dequantize())
+    deployed = load_packed_model(path, LeNet5())  # what the "packed" runtime runs
+    assert torch.allclose(deployed(x), q(x), atol=1e-4)
     n_bits = sum(qt.q.numel() * qt.spec.bits for qt in qts.values())
     assert path.stat().st_size < n_bits / 8 + 4 * sum(t.numel() for t in floats.values()) + 4096
 
@@ -134,6 +135,12 @@ def test_bad_qat_params_are_one_line_naming_the_key(key, bad):
         validate_params({"qat": {key: bad}})
     msg = str(e.value)
     assert f"qat.{key}" in msg and "\n" not in msg
+
+
+def test_lsq_with_onecycle_is_refused_naming_the_schedule_key():
+    with pytest.raises(ConfigError) as e:
+        validate_params({"qat": {"quantizer": "lsq", "schedule": "onecycle"}})
+    assert "qat.schedule" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_unknown_quantizer_in_library():
