@@ -1,0 +1,36 @@
+"""Per-layer bit allocation search (weights and activations), PTQ-evaluated.
+
+    python -m studies.bits --storage URL --study NAME --n-trials N
+
+Objectives: validation accuracy (max) and the bit-packed artifact's bytes (min).  Uniform
+allocations (every layer at b bits, activations at the widest candidate) and HAWQ's
+allocation (``search.hawq_allocation``, when the file exists) are enqueued first, so the
+search's front can be compared against them.
+"""
+from __future__ import annotations
+
+import sys
+
+from studies.common import SearchSpec, cli
+from studies.objectives import eval_bits, load_context
+from studies.spaces import bits_params, default_act, mlflow_params, read_hawq, suggest_bits
+
+
+def build_spec(P, ctx=None) -> tuple[SearchSpec, dict]:
+    S = P.search
+    ctx = ctx or load_context(P)
+    layers = ctx.layers
+    a0 = default_act(S.act_bits)
+    starts = []
+    if S.enqueue_uniform:
+        starts += [(f"uniform w{b}a{a0}", bits_params({n: b for n in layers}, {n: a0 for n in layers}))
+                   for b in sorted(S.weight_bits, reverse=True)]
+    starts += [(label, bits_params(wb, {n: a0 for n in layers})) for label, wb in read_hawq(S.hawq_allocation, layers, S.weight_bits)]
+    spec = SearchSpec(kind="bits", suggest=lambda t: suggest_bits(t, layers, S.weight_bits, S.act_bits),
+                      evaluate=lambda cfg: eval_bits(ctx, cfg), starts=starts, fingerprint=ctx.fingerprints["bits"],
+                      mlflow_params=mlflow_params)
+    return spec, ctx.meta
+
+
+if __name__ == "__main__":
+    sys.exit(cli("bits", build_spec))

@@ -1,0 +1,161 @@
+"""Optuna storages by URL, resumable and safe for several workers.
+
+URLs:
+  ``journal:PATH`` (or a bare path ending in ``.journal``/``.log``)
+      Optuna's journal file storage (append-only log, file lock): the embedded default, safe
+      for several processes on one machine and robust to a worker killed mid-write.
+  ``sqlite:///PATH``
+      Optuna's RDB storage on SQLite (one machine, few workers).
+  ``postgresql://user@host:port/db`` (also ``postgresql+psycopg2://``, ``mysql+pymysql://``)
+      RDB storage on a database server: the scale-out form, one URL for many machines.
+
+A worker killed with SIGKILL leaves its trial RUNNING forever.  Two mechanisms recover it:
+RDB storages get Optuna's heartbeat (a trial silent for ``3 * heartbeat`` seconds is failed and
+its parameters re-enqueued by ``RetryFailedTrialCallback``), and every storage gets
+:func:`reap_dead_workers`: each trial records its worker's host, pid and process start time, so a
+new worker on the same host fails the RUNNING trials of dead processes at once and re-enqueues
+their parameters.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+from optuna.trial import TrialState
+
+RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+WORKER_ATTR = "worker"
+
+
+class StorageError(ValueError):
+    """The storage URL is malformed or the storage cannot be reached."""
+
+
+def _scheme(url: str) -> str:
+    if url.startswith("journal:"):
+        return "journal"
+    if "://" in url:
+        return url.split("://", 1)[0].split("+", 1)[0]
+    if url.endswith((".journal", ".log")):
+        return "journal"
+    return ""
+
+
+def check_url(url: str) -> str:
+    """Syntax check only (no connection); returns the scheme."""
+    scheme = _scheme(url)
+    if scheme == "journal":
+        path = url.removeprefix("journal:")
+        if not path:
+            raise ValueError("journal storage needs a file path, e.g. journal:search/optuna.journal")
+        return scheme
+    if scheme not in RDB_SCHEMES:
+        raise ValueError("unsupported storage URL; allowed: journal:PATH, sqlite:///PATH, postgresql://USER@HOST:PORT/DB, mysql+pymysql://...")
+    if scheme == "sqlite" and not url.startswith("sqlite:///"):
+        raise ValueError("sqlite storage must be sqlite:///PATH (three slashes)")
+    return scheme
+
+
+def _redact(url: str) -> str:
+    if "://" in url and "@" in url:
+        head, tail = url.split("://", 1)
+        cred, host = tail.rsplit("@", 1)
+        return f"{head}://{cred.split(':', 1)[0]}:***@{host}" if ":" in cred else url
+    return url
+
+
+def open_storage(url: str, heartbeat_s: int = 10, key: str = "search.storage") -> optuna.storages.BaseStorage:
+    """Connect to ``url`` now (before any trial runs); a failure is one line naming ``key``."""
+    try:
+        scheme = check_url(url)
+    except ValueError as e:
+        raise StorageError(f"{key} = {url!r} is invalid: {e}") from None
+    if scheme == "journal":
+        path = Path(url.removeprefix("journal:"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # a worker killed while appending leaves the lock file behind: others take it over after
+            # `grace_period` seconds without change (appends take milliseconds)
+            backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path), grace_period=10))
+            return JournalStorage(backend)
+        except OSError as e:
+            raise StorageError(f"{key} = {url!r}: cannot open the journal file ({e.strerror or e})") from None
+    if scheme == "sqlite":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine_kwargs = {"connect_args": {"timeout": 30}} if scheme == "sqlite" else {"pool_pre_ping": True}
+    if scheme in ("postgresql", "postgres"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 5}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
+                              heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=3))
+    except Exception as e:  # sqlalchemy OperationalError, ImportError (driver), ArgumentError ...
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(f"{key} = {_redact(url)!r}: storage unreachable ({type(e).__name__}: {msg[:200]})") from None
+
+
+# --------------------------------------------------------------------------- dead workers
+def _proc_start(pid: int) -> str | None:
+    """Start time of ``pid`` in clock ticks since boot (Linux), or None when it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "alive"
+        return "alive"
+
+
+def worker_id() -> dict:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _proc_start(pid)}
+
+
+def _dead(w: dict) -> bool:
+    if not isinstance(w, dict) or w.get("host") != socket.gethostname():
+        return False  # another machine: the RDB heartbeat handles it
+    start = _proc_start(int(w["pid"]))
+    return start is None or (start != "alive" and w.get("start") not in (None, "alive") and start != w["start"])
+
+
+def reap_dead_workers(study: optuna.Study, orphan_grace_s: float = 60.0) -> list[int]:
+    """Fail the RUNNING trials whose worker process on this host is gone; re-enqueue their params.
+
+    Returns the numbers of the trials failed.  Safe with live workers: a trial is touched only
+    when its recorded process (pid + start time) no longer exists on this host, or when it has
+    no worker record ``orphan_grace_s`` seconds after it started (a live worker writes the
+    record within milliseconds of creating the trial; only a kill in between leaves none).
+    """
+    import datetime
+
+    reaped = []
+    now = datetime.datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        w = t.user_attrs.get(WORKER_ATTR)
+        if w is None:
+            age = (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0
+            if age < orphan_grace_s:
+                continue
+        elif not _dead(w):
+            continue
+        try:
+            ok = study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except RuntimeError:  # finished meanwhile
+            continue
+        if ok:
+            reaped.append(t.number)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+    return reaped
+
+
+__all__ = ["StorageError", "check_url", "open_storage", "reap_dead_workers", "worker_id", "WORKER_ATTR"]

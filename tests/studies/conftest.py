@@ -1,0 +1,80 @@
+"""A tiny project on disk (digits data, a small trained MLP, calibrated ranges, params.yaml)
+for the search tests: every trial takes milliseconds."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_project(root: Path, search: dict | None = None, tracking: bool = False) -> Path:
+    import torch
+
+    from compress.checkpoint import save_state_dict
+    from compress.config import DataConfig, TrainConfig
+    from compress.data import load_split, prepare, save_prepared
+    from compress.models import build_model
+    from compress.quant.observers import calibrate
+    from compress.train import fit, seed_everything
+    from compress.variants import model_spec
+
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / "data" / "prepared"
+    save_prepared(prepare(DataConfig(source="digits", root=str(root / "raw"), download=False, val_size=300,
+                                     calib_size=128, out=str(data)), seed=0), data)
+    meta = json.loads((data / "meta.json").read_text())
+    seed_everything(0)
+    kwargs = {"hidden": [32, 16]}
+    model = build_model("mlp", meta["input_shape"], meta["num_classes"], **kwargs)
+    tcfg = TrainConfig(epochs=2, batch_size=64, lr=5e-3, device="cpu")
+    fit(model, load_split(data, "train"), load_split(data, "val"), tcfg, seed=0, desc=None)
+    base = root / "models" / "baseline"
+    base.mkdir(parents=True)
+    save_state_dict(model, base / "model.safetensors")
+    (base / "spec.json").write_text(json.dumps(model_spec("mlp", kwargs, meta["input_shape"], meta["num_classes"])))
+    xc, _ = load_split(data, "calib")
+    ranges = calibrate(model.eval(), xc, ["minmax"])
+    (root / "calibration").mkdir()
+    (root / "calibration" / "ranges.json").write_text(json.dumps({m: {k: list(v) for k, v in r.items()} for m, r in ranges.items()}))
+    params = {
+        "seed": 0,
+        "data": {"source": "digits", "out": str(data), "val_size": 300, "calib_size": 128},
+        "model": {"name": "mlp", "kwargs": kwargs},
+        "train": {"out": str(base), "device": "cpu"},
+        "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "test-search", "enabled": tracking},
+        "search": {"n_trials": 4, "population_size": 4, "storage": f"journal:{root / 'search' / 'optuna.journal'}",
+                   "eval_size": 200, "ranges": str(root / "calibration" / "ranges.json"), "latency_repeats": 2, "out": str(root / "search"),
+                   "hawq_allocation": str(root / "hawq" / "allocation.json"), **(search or {})},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root / "params.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """params.yaml of a tiny project (shared by the tests; they copy or override what they change)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return make_project(tmp_path_factory.mktemp("proj"))
+
+
+def worker_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run_cli(kind: str, params: Path, *args: str, timeout: float = 120, **kw):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", f"studies.{kind}", "--params", str(params), *args], cwd=ROOT,
+                          env=worker_env(), capture_output=True, text=True, timeout=timeout, **kw)
