@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from compress.data import load_meta, load_split
 from compress.models import build_model, count_params, prunable_layers
-from compress.prune.imp import rounds_to_target, run_lottery
+from compress.prune.imp import remaining_after, rounds_to_target, run_lottery
 from compress.prune.masks import dense_state_dict
 from compress.prune.report import claim, plot, summarize
 from compress.prune.sparse_io import save_sparse
@@ -42,7 +42,9 @@ def main() -> None:
     if C.threads:
         torch.set_num_threads(C.threads)
     train, val, test = (load_split(P.data.out, s) for s in ("train", "val", "test"))
-    runs = len(C.seeds) * (1 + n_rounds * (1 + len(C.controls)))
+    with_controls = sum(1 for r in range(1, n_rounds + 1)
+                        if remaining_after(build(0), C.rate, C.effective_output_rate, r) <= C.controls_max_remaining + 1e-12)
+    runs = len(C.seeds) * (1 + n_rounds + with_controls * len(C.controls))
     print(f"lottery: {C.model} preset={C.preset} {cfg.max_iterations} it/run, {n_rounds} rounds, {runs} trainings; {NOTE}")
     rows: list[dict] = []
     tickets: dict[tuple[int, int], dict] = {}
@@ -62,7 +64,8 @@ def main() -> None:
         for seed in C.seeds:
             run_lottery(build, train, val, test, cfg, seed=seed, rate=C.rate, output_rate=C.effective_output_rate,
                         target_remaining=C.target_remaining, rewind_iteration=C.rewind_iteration,
-                        controls=tuple(C.controls), on_result=on_result, on_ticket=on_ticket)
+                        controls=tuple(C.controls), controls_max_remaining=C.controls_max_remaining,
+                        on_result=on_result, on_ticket=on_ticket)
         bar.close()
         summary = summarize(rows)
         check = claim(summary)

@@ -8,6 +8,8 @@ TINY: dict[str, dict] = {
     "data": {"source": "digits", "val_size": 200, "calib_size": 128},
     "train": {"epochs": 1, "batch_size": 64, "compiled_variant": False, "augment_shift": 0},
     "evaluate": {"warmup": 1, "repeats": 3},
+    "prune": {"finetune": {"max_iterations": 3}},
+    "lottery": {"iterations": 10, "eval_every": 5, "seeds": [0, 1], "target_remaining": 0.6},
 }
 
 

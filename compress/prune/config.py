@@ -115,6 +115,8 @@ class LotteryConfig(Section):
     target_remaining: float = Field(0.036, gt=0, le=1, description="stop when at most this fraction of weights remains")
     rewind_iteration: int = Field(0, ge=0, description="0: reset to w0; k: rewind to the weights at iteration k")
     controls: list[Literal["reinit", "random_mask"]] = Field(default_factory=lambda: ["reinit", "random_mask"])
+    controls_max_remaining: float = Field(1.0, gt=0, le=1, description="train controls only at levels with at most "
+                                          "this fraction of weights remaining (1.0: every level, as in the paper)")
     # null: taken from the preset
     iterations: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)

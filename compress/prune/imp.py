@@ -36,14 +36,20 @@ def layer_rates(model: nn.Module, rate: float, output_rate: float) -> dict[str, 
     return {n: (output_rate if n == names[-1] else rate) for n in names}
 
 
-def rounds_to_target(model: nn.Module, rate: float, output_rate: float, target_remaining: float) -> int:
-    """Number of pruning rounds until at most ``target_remaining`` of the weights remain."""
+def remaining_after(model: nn.Module, rate: float, output_rate: float, rounds: int) -> float:
+    """Fraction of prunable weights left after ``rounds`` IMP rounds (same rounding as ``rate_masks``)."""
     sizes = {n: m.weight.numel() for n, m in prunable_layers(model).items()}
     rates = layer_rates(model, rate, output_rate)
-    alive, r = dict(sizes), 0
-    total = sum(sizes.values())
-    while sum(alive.values()) / total > target_remaining + 1e-12:
+    alive = dict(sizes)
+    for _ in range(rounds):
         alive = {n: a - round(rates[n] * a) for n, a in alive.items()}
+    return sum(alive.values()) / sum(sizes.values())
+
+
+def rounds_to_target(model: nn.Module, rate: float, output_rate: float, target_remaining: float) -> int:
+    """Number of pruning rounds until at most ``target_remaining`` of the weights remain."""
+    r = 0
+    while remaining_after(model, rate, output_rate, r) > target_remaining + 1e-12:
         r += 1
         if r > 1000:
             raise ValueError("target_remaining is not reachable with these rates")
@@ -95,6 +101,7 @@ def train_and_measure(model: nn.Module, train: Data, val: Data, test: Data, cfg,
 def run_lottery(build: Callable[[int], nn.Module], train: Data, val: Data, test: Data, cfg, *, seed: int,
                 rate: float = 0.2, output_rate: float = 0.1, target_remaining: float = 0.036,
                 rewind_iteration: int = 0, controls: tuple[str, ...] = ("reinit", "random_mask"),
+                controls_max_remaining: float = 1.0,
                 on_result: Callable[[dict], None] | None = None,
                 on_ticket: Callable[[int, nn.Module], None] | None = None) -> list[dict]:
     """IMP with resetting (or rewinding) plus controls, for one seed.
@@ -102,7 +109,8 @@ def run_lottery(build: Callable[[int], nn.Module], train: Data, val: Data, test:
     ``build(init_seed)`` returns a freshly initialised model.  Returns one row per training:
     ``{seed, round, kind, remaining, early_stop_iteration, test_acc, ...}`` where ``kind`` is
     ``ticket`` (round 0 = the dense network), ``reinit`` or ``random_mask`` and ``remaining``
-    the fraction of prunable weights left.  ``on_ticket(round, model)`` sees each trained
+    the fraction of prunable weights left; controls are trained at the levels with at most
+    ``controls_max_remaining`` of the weights left.  ``on_ticket(round, model)`` sees each trained
     ticket (masked model, final weights).
     """
     unknown = set(controls) - {"reinit", "random_mask"}
@@ -145,7 +153,8 @@ def run_lottery(build: Callable[[int], nn.Module], train: Data, val: Data, test:
         record(r, "ticket", model, train_and_measure(model, train, val, test, cfg, seed))
         if on_ticket is not None:
             on_ticket(r, model)
-        for kind in controls:
+        zeros, total = counts(model)
+        for kind in controls if 1 - zeros / total <= controls_max_remaining + 1e-12 else ():
             if kind == "reinit":  # same mask, a new random initialisation
                 ctrl = build(seed + 1000 * r + 1)
                 apply_masks(ctrl, masks)
@@ -157,4 +166,4 @@ def run_lottery(build: Callable[[int], nn.Module], train: Data, val: Data, test:
     return rows
 
 
-__all__ = ["layer_rates", "rounds_to_target", "random_masks", "train_and_measure", "run_lottery"]
+__all__ = ["layer_rates", "remaining_after", "rounds_to_target", "random_masks", "train_and_measure", "run_lottery"]

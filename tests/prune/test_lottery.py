@@ -77,7 +77,16 @@ def test_imp_rounds_masks_and_controls(rewind):
     assert any(not torch.equal(tickets[0][1][k], w0[k]) for k in w0)  # it trained
 
 
-def test_ticket_restarts_from_masked_w0_and_reinit_does_not():
+def test_controls_only_below_the_chosen_level():
+    data = _data(64, 0)
+    cfg = SimpleNamespace(**{**vars(CFG), "max_iterations": 5})
+    rows = run_lottery(_build, data, data, data, cfg, seed=0, rate=0.5, output_rate=0.25, target_remaining=0.2,
+                       controls=("reinit",), controls_max_remaining=0.3)
+    assert [(r["round"], r["kind"]) for r in rows] == [(0, "ticket"), (1, "ticket"), (2, "ticket"), (2, "reinit"),
+                                                        (3, "ticket"), (3, "reinit")]
+
+
+def test_ticket_restarts_from_masked_w0():
     """With a vanishing learning rate the trained weights are the starting weights: ticket = m * w0."""
     cfg = SimpleNamespace(**{**vars(CFG), "optimizer": "sgd", "lr": 1e-12, "momentum": 0.0, "max_iterations": 2})
     data = _data(64, 0)
