@@ -18,10 +18,10 @@ REFERENCE_MODELS: dict[str, tuple[str, dict]] = {
 class MonarchTrain(Section):
     """Training knobs for compress.train.fit (same meaning as the ``train`` section)."""
 
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(5, ge=1)
     batch_size: int = Field(128, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
@@ -34,8 +34,8 @@ class MonarchConfig(Section):
     layers: list[str] | str = "hidden"  # 'hidden' = every Linear but the classifier output
     nblocks: int | str = "sqrt"  # blocks per side; 'sqrt': the divisor nearest sqrt(n) on each side
     rank: int = Field(1, ge=1)  # rank of every (input block, output block) slice; 1 = the paper's Monarch
-    reference: MonarchTrain = Field(default_factory=lambda: MonarchTrain(epochs=2, lr=2e-3))
-    finetune: MonarchTrain = Field(default_factory=lambda: MonarchTrain(epochs=2, lr=1e-3, schedule="cosine"))
+    reference: MonarchTrain = Field(default_factory=MonarchTrain)
+    finetune: MonarchTrain = Field(default_factory=MonarchTrain)
     quant_bits: int | None = Field(8, ge=2, le=8, description="bits of the fine-tuned factors' extra variant; null: none")
     out: str = "variants/monarch"
 
