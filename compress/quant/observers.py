@@ -180,6 +180,10 @@ class KLObserver(HistogramObserver):
         idx = np.clip((np.abs(c) / amax * nb).astype(np.int64), 0, nb - 1)
         h = np.zeros(nb)
         np.add.at(h, idx, self.hist)
+        if self.lo >= 0:  # post-ReLU: the spike of exact zeros is represented exactly by any range; keep it out of P
+            h[0] = 0.0
+            if h.sum() == 0:
+                return self.lo, self.hi
         levels = 2**self.bits if self.lo >= 0 else 2 ** (self.bits - 1)
         if nb <= levels:
             return self.lo, self.hi
@@ -271,4 +275,20 @@ def calibrate(model: nn.Module, x_calib: torch.Tensor, methods: list[str] | tupl
 
 
 __all__ = ["Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "HistogramObserver", "PercentileObserver",
-           "MSEObserver", "KLObserver", "OBSERVERS", "make_observer", "calibrate"]
+           "MSEObserver", "KLObserver", "OBSERVERS", "make_observer", "calibrate", "read_ranges"]
+
+
+def read_ranges(data: dict, method: str, bits: int | None = None, source: str = "calibration/ranges.json") -> dict[str, tuple[float, float]]:
+    """One method's ``{layer: (lo, hi)}`` from the calibrate stage's file.
+
+    Layout: ``{"ranges": {method: {layer: [lo, hi]}}`` (the primary width, ``act_bits``) and
+    ``"ranges_by_bits": {"<bits>": {method: {...}}}`` (MSE / KL optimise for a width)."""
+    table = data.get("ranges", data)
+    if bits is not None and "ranges_by_bits" in data:
+        if str(bits) not in data["ranges_by_bits"]:
+            raise ValueError(f"{source} has no ranges for {bits}-bit activations; add {bits} to calibrate.act_bits "
+                             f"(have {sorted(data['ranges_by_bits'], key=int)})")
+        table = data["ranges_by_bits"][str(bits)]
+    if method not in table:
+        raise ValueError(f"{source} has no ranges for observer {method!r}; calibrated: {', '.join(table)}")
+    return {k: (float(v[0]), float(v[1])) for k, v in table[method].items()}
