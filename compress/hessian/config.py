@@ -22,7 +22,7 @@ class FinetuneConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
-    max_iterations: int | None = Field(60, ge=1, description="optimizer steps per fine-tune (per block for HAWQ)")
+    max_iterations: int | None = Field(30, ge=1, description="optimizer steps per fine-tune (per block for HAWQ)")
     eval_every: int = Field(0, ge=0)
 
 
@@ -59,6 +59,8 @@ class HawqConfig(Section):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     landscape_points: int = Field(21, ge=3)
     landscape_radius: float = Field(0.5, gt=0, description="max |eps| of W + eps*v along the unit top eigenvector")
+    threads: int | None = Field(1, ge=1, description="torch CPU threads for this stage (null: torch default); "
+                                "1 avoids oversubscribing cores shared with other stages")
 
     @field_validator("blocks")
     @classmethod
@@ -108,14 +110,18 @@ class HawqConfig(Section):
 
 class ObdConfig(Section):
     hessian: HessianConfig = Field(default_factory=lambda: HessianConfig(samples=32))
-    diag: Literal["hutchinson", "exact"] = Field(
-        "hutchinson", description="'exact' needs one HVP per weight: small models only")
+    diag: Literal["ggn", "hutchinson", "exact"] = Field(
+        "ggn", description="H_ii estimator: 'ggn' (Rademacher Gauss-Newton, never negative), 'hutchinson' "
+                           "(z*Hz HVP probes), 'exact' (one HVP per weight: small models only)")
+    compare_hutchinson: bool = Field(True, description="also draw the one-shot curve with the plain Hutchinson diagonal")
     rounds: int = Field(4, ge=1, description="prune -> retrain rounds (LeCun et al.'s OBD procedure)")
     prune_fraction: float = Field(0.5, gt=0, lt=1, description="fraction of the remaining weights deleted per round")
     retrain: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(lr=5e-4, max_iterations=300))
     curve_points: int = Field(16, ge=2, description="points of the one-shot OBD-vs-magnitude curve")
     curve_max_fraction: float = Field(0.9, gt=0, lt=1, description="largest deleted fraction on that curve")
     loss_samples: int = Field(5000, ge=1, description="training images used to measure the training loss")
+    threads: int | None = Field(1, ge=1, description="torch CPU threads for this stage (null: torch default); "
+                                "1 avoids oversubscribing cores shared with other stages")
 
 
 SECTIONS = {"hawq": HawqConfig, "obd": ObdConfig}

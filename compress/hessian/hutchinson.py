@@ -68,3 +68,57 @@ def exact_diagonal(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, dty
         out[i] = matvec(e)[i]
         e[i] = 0.0
     return out
+
+
+def ggn_diagonal(model: torch.nn.Module, params, batches, samples: int, generator: torch.Generator | None = None) -> HutchinsonResult:
+    """Non-negative Rademacher estimator of diag(G), G = Σ_b Jᵀ H_out J the Gauss–Newton matrix of the
+    mean cross-entropy (LeCun et al.'s OBD used this Levenberg–Marquardt diagonal).  For ReLU /
+    max-pool networks the model is piecewise linear, so G equals the Hessian almost everywhere.
+
+    With p = softmax(f) per example, H_out = (diag p − ppᵀ)/N factors as S Sᵀ/N with
+    S = diag(√p) − p √pᵀ.  For Rademacher z (per example and class), v = Jᵀ S z /√N has
+    E[v vᵀ] = G, so v ⊙ v is an unbiased, never-negative diagonal sample (relative std ≤ √2 per
+    sample, versus Σ_{j≠i} H_ij² for the HVP probe, which swamps small H_ii in large layers).
+    One backward per batch per sample (the forward graph is kept); ``hvps`` counts those passes.
+    """
+    import torch.nn.functional as F
+
+    from compress.hessian.hvp import flatten, only_grad_for
+
+    if samples < 1:
+        raise ValueError(f"ggn samples = {samples!r} is invalid: must be >= 1")
+    g = generator or torch.Generator().manual_seed(0)
+    params = list(params)
+    dim = sum(p.numel() for p in params)
+    n_tot = sum(len(y) for _, y in batches)
+    t0 = time.perf_counter()
+    was = model.training
+    model.eval()
+    s1 = torch.zeros(dim, dtype=torch.float64)
+    s2 = torch.zeros(dim, dtype=torch.float64)
+    passes = 0
+    try:
+        with only_grad_for(model, params):
+            outs = [model(x) for x, _ in batches]  # (B, C) logits, graphs kept
+            for _ in range(samples):
+                d = torch.zeros(dim, dtype=torch.float64)
+                for f in outs:
+                    # 1. S z per example: √p ⊙ z − p (√p · z)
+                    p = F.softmax(f.detach().double(), dim=1)  # (B, C)
+                    z = (torch.randint(0, 2, p.shape, generator=g) * 2 - 1).double()  # (B, C)
+                    sp = p.sqrt()
+                    u = sp * z - p * (sp * z).sum(1, keepdim=True)  # (B, C)
+                    # 2. v_b = J_bᵀ u /√N by one backward; each batch has independent probes
+                    v = torch.autograd.grad((u.to(f.dtype) * f).sum() / n_tot**0.5, params, retain_graph=True)
+                    d += flatten(v).double() ** 2
+                    passes += 1
+                s1 += d
+                s2 += d * d
+    finally:
+        model.train(was)
+    n = samples
+    mean = s1 / n
+    var = (s2 / n - mean * mean).clamp_min(0) * (n / max(n - 1, 1))
+    return HutchinsonResult(trace=float(mean.sum()), trace_stderr=float("nan"), diagonal=mean.float(),
+                            diagonal_stderr=(var / n).sqrt().float() if n > 1 else torch.full((dim,), float("inf")),
+                            samples=n, hvps=passes, seconds=time.perf_counter() - t0)

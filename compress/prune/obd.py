@@ -8,7 +8,9 @@ diagonal of the Hessian:
 Deleting weight w_i (δw_i = −w_i) therefore costs its *saliency*  s_i = ½ H_ii w_i².  The
 procedure: 1. train; 2. compute H_ii; 3. compute s_i; 4. delete the lowest-saliency weights;
 5. retrain; 6. iterate.  H_ii comes from the Hutchinson estimator E[z ⊙ Hz] (Rademacher z) on
-calibration batches, or exactly (one HVP per weight) for small layers.  Only conv/linear
+calibration batches, from the non-negative Rademacher Gauss–Newton estimator (``ggn``: the
+Levenberg–Marquardt diagonal of the OBD paper; equal to the Hessian for ReLU nets) or exactly
+(one HVP per weight) for small layers.  Only conv/linear
 weights are candidates (biases are kept).  Masks go through ``compress.prune.masks``.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compress.hessian.hutchinson import exact_diagonal, hutchinson
+from compress.hessian.hutchinson import exact_diagonal, ggn_diagonal, hutchinson
 from compress.hessian.hvp import HessianOperator, unflatten
 from compress.models import prunable_layers
 from compress.prune.masks import apply_masks, effective_weight, get_masks, is_masked
@@ -60,10 +62,14 @@ def hessian_diagonal(model: nn.Module, batches: Batches, method: str = "hutchins
     if method == "hutchinson":
         res = hutchinson(op.matvec, op.dim, samples, generator=torch.Generator().manual_seed(seed))
         flat, se = res.diagonal, unflatten(res.diagonal_stderr, params)
+    elif method == "ggn":
+        res = ggn_diagonal(model, params, batches, samples, generator=torch.Generator().manual_seed(seed))
+        flat, se = res.diagonal, unflatten(res.diagonal_stderr, params)
+        op.hvps += res.hvps
     elif method == "exact":
         flat, se = exact_diagonal(op.matvec, op.dim), None
     else:
-        raise ValueError(f"obd.diag = {method!r} is unknown; allowed: hutchinson, exact")
+        raise ValueError(f"obd.diag = {method!r} is unknown; allowed: hutchinson, ggn, exact")
     op.release()
     grad = op.gradient()
     diag = {n: d.detach().clone() for n, d in zip(names, unflatten(flat, params))}
@@ -120,10 +126,11 @@ def _sum_where(scores: dict[str, torch.Tensor], deleted: dict[str, torch.Tensor]
 
 @torch.no_grad()
 def one_shot_curve(model: nn.Module, sal: dict[str, torch.Tensor], grad: dict[str, torch.Tensor], counts: Sequence[int],
-                   loss_batches: Batches) -> list[dict]:
+                   loss_batches: Batches, extra_scores: dict[str, dict[str, torch.Tensor]] | None = None) -> list[dict]:
     """LeCun et al.'s Fig. 1/2 without retraining: for each number of deleted weights k, the
     training loss after deleting the k lowest by OBD saliency and by |w|, and the predicted
-    increase (Σ saliencies of the deleted set; the gradient term Σ −g_i w_i is reported apart)."""
+    increase (Σ saliencies of the deleted set; the gradient term Σ −g_i w_i is reported apart).
+    ``extra_scores`` adds more deletion orders (e.g. saliencies from another diagonal estimator)."""
     import copy
 
     layers = prunable_layers(model)
@@ -133,7 +140,7 @@ def one_shot_curve(model: nn.Module, sal: dict[str, torch.Tensor], grad: dict[st
     mags = magnitude_scores(model, list(sal))
     rows = []
     for k in counts:
-        for method, scores in (("obd", sal), ("magnitude", mags)):
+        for method, scores in {"obd": sal, "magnitude": mags, **(extra_scores or {})}.items():
             masks = lowest_masks(scores, keep, int(k))
             deleted = {n: keep[n] & ~masks[n] for n in masks}
             m = copy.deepcopy(model)

@@ -1,0 +1,114 @@
+"""Figures of the Hessian family (matplotlib, Agg backend): HAWQ's λ bar chart, 1-D loss
+landscapes and HAWQ-vs-uniform accuracy; the OBD figure (LeCun et al. Fig. 1 and 2)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def eigen_bar(blocks: Sequence[str], lambdas: Sequence[float], traces_per_param: Sequence[float], path: str | Path) -> Path:
+    """λ_i per block (log scale) with Tr(H_i)/n_i beside it."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(blocks) + 2), 3.5))
+    x = np.arange(len(blocks))
+    ax.bar(x - 0.2, np.abs(lambdas), 0.4, label="top eigenvalue |λ_i|")
+    ax.bar(x + 0.2, np.abs(traces_per_param), 0.4, label="Tr(H_i) / n_i")
+    ax.set_yscale("log")
+    ax.set_xticks(x, blocks, rotation=30, ha="right")
+    ax.set_ylabel("curvature (log)")
+    ax.set_title("HAWQ block sensitivity")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def landscapes(curves: dict[str, tuple[np.ndarray, np.ndarray]], lambdas: dict[str, float], path: str | Path) -> Path:
+    """L(W_i + ε v_i) − L(W) for each block, with the quadratic model ½ λ_i ε² dashed."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (eps, loss) in curves.items():
+        base = loss[len(loss) // 2]
+        line, = ax.plot(eps, loss - base, label=f"{name} (λ={lambdas[name]:.3g})")
+        ax.plot(eps, 0.5 * lambdas[name] * eps**2, "--", color=line.get_color(), lw=0.8)
+    ax.set_xlabel("ε along the block's top Hessian eigenvector (unit norm)")
+    ax.set_ylabel("loss increase (calibration batches)")
+    ax.set_title("1-D loss landscape per block (dashed: ½λε²)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def hawq_vs_uniform(rows: Sequence[dict], path: str | Path, metric: str = "val_acc") -> Path:
+    """Mean ± std over seeds of ``metric`` vs average weight bits, HAWQ vs uniform."""
+    plt = _plt()
+    groups: dict[tuple[str, float], list[float]] = defaultdict(list)
+    for r in rows:
+        groups[(r["method"], r["avg_bits"])].append(r[metric])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for method, marker in (("hawq", "o"), ("uniform", "s")):
+        pts = sorted((b, np.mean(v), np.std(v)) for (m, b), v in groups.items() if m == method)
+        if pts:
+            b, mu, sd = map(np.array, zip(*pts))
+            ax.errorbar(b, mu, yerr=sd, marker=marker, capsize=3, label=method)
+    ax.set_xlabel("average weight bits")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title("HAWQ vs uniform precision (mean ± std over seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def obd_figure(curve: Sequence[dict], rounds: dict[str, Sequence[dict]], path: str | Path) -> Path:
+    """(a) training loss vs number of deleted weights: OBD vs magnitude, one-shot (no retraining)
+    and iterative with retraining; (b) predicted (Σ saliencies) vs actual loss increase."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for method, style in (("obd", "-"), ("magnitude", "--"), ("obd-hutchinson", ":")):
+        pts = [r for r in curve if r["method"] == method]
+        if not pts:
+            continue
+        a.plot([r["removed"] for r in pts], [r["train_loss"] for r in pts], style, marker=".", label=f"{method}, one-shot")
+        rr = rounds.get(method, [])
+        if rr:
+            a.plot([0] + [r["removed_total"] for r in rr], [rr[0]["loss_before"]] + [r["loss_retrained"] for r in rr],
+                   style, marker="o", label=f"{method}, iterative + retraining")
+    a.set_yscale("log")
+    a.set_xlabel("weights deleted")
+    a.set_ylabel("training loss (cross-entropy, log)")
+    a.set_title("OBD vs magnitude deletion")
+    a.legend(fontsize=8)
+    pts = [r for r in curve if r["method"] == "obd" and r["removed"] > 0]
+    pred = np.array([r["predicted_increase"] for r in pts])
+    act = np.array([r["actual_increase"] for r in pts])
+    b.scatter(pred, act, s=14, label="one-shot OBD deletions")
+    rr = rounds.get("obd", [])
+    if rr:
+        b.scatter([r["predicted_increase"] for r in rr], [r["actual_increase"] for r in rr], marker="^", label="iterative rounds")
+    lim = max(1e-6, float(np.nanmax(np.concatenate([pred, act]))) if len(pred) else 1.0)
+    b.plot([0, lim], [0, lim], "k:", lw=1, label="predicted = actual")
+    b.set_xlabel("predicted increase Σ ½ H_ii w_i²")
+    b.set_ylabel("actual training-loss increase")
+    b.set_title("OBD prediction vs reality")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
