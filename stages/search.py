@@ -31,7 +31,7 @@ def _packed_runtime() -> str | None:
     from compress.runtimes import RUNTIMES, _load_families
 
     _load_families()
-    for name in ("packed-eager", "packed", "int-packed"):
+    for name in ("packed",):
         if name in RUNTIMES:
             return name
     return None

@@ -6,13 +6,15 @@ workers and the tests.  Configs (JSON-able, keyed by ``compress.models.prunable_
 
 * bits:      ``{"weight_bits": {layer: b}, "act_bits": {layer: b | None}}``
   PTQ with ``compress.quant.quantize_model`` (weights per-channel symmetric, activations
-  per-tensor with the calibrated ranges); artifact = ``compress.quant.packing.save_packed``
-  (bit-packed codes + scales), reloaded and checked against the simulated weights.
+  per-tensor with the calibrated ranges); artifact = ``compress.quant.ptq.save_packed_model``
+  (bit-packed codes + scales + activation ranges; runtime ``packed``), reloaded and checked
+  against the simulated weights.
 * sparsity:  ``{"sparsity": {layer: s}}``
   layer-wise magnitude pruning to sparsity s (``compress.prune.magnitude``), no fine-tune;
   artifact = ``compress.prune.sparse_io.save_sparse`` (bitmask or narrow CSR).
-* joint:     both keys: prune first, then quantize the survivors; artifact = the packed file
-  of the pruned weights (zeros cost their code) plus nothing else — see ``joint_bytes``.
+* joint:     both keys: prune first, then quantize the survivors; artifact =
+  ``studies.sparse_packed`` (bitmask + bit-packed nonzero codes); its deployed form carries the
+  weights only (no runtime is registered for it, so joint trials are not exported as variants).
 
 Latency (optional) is measured on the artifact *as deployed*: loaded back and run in eager
 PyTorch fp32 (no sub-8-bit or sparse kernels exist here), median of repeats at batch 1 and 256.
@@ -46,7 +48,7 @@ class Context:
     spec: dict  # compress.variants.model_spec of the baseline
     x: torch.Tensor  # (N, C, H, W) validation images
     y: torch.Tensor  # (N,)
-    ranges: dict[str, tuple[float, float]] | None  # input activation range per layer (calibration)
+    ranges: dict[int | None, dict[str, tuple[float, float]]] | None  # {act bits: {layer: input range}}
     meta: dict = field(default_factory=dict)  # dataset meta (dataset actually used)
     latency: bool = True
     repeats: int = 5
@@ -93,12 +95,12 @@ def load_context(P, need_ranges: bool = True) -> Context:
     if S.eval_size is not None:
         x, y = x[: S.eval_size], y[: S.eval_size]
     ranges, ranges_blob = None, b""
-    rpath = Path(S.ranges)
+    rpath = Path(P.calibrate.out)
     if need_ranges:
         if not rpath.exists():
             raise FileNotFoundError(f"{rpath} missing: run the calibrate stage first (dvc repro calibrate)")
         ranges_blob = rpath.read_bytes()
-        ranges = read_ranges(json.loads(ranges_blob), S.calibration, str(rpath))
+        ranges = ranges_by_width(json.loads(ranges_blob), S.calibration, S.act_bits, str(rpath))
     common = _sha(weights.read_bytes(), json.dumps(meta, sort_keys=True).encode(), str(S.eval_size).encode())
     fps = {kind: _sha(common.encode(), json.dumps({k: getattr(S, k) for k in keys}, sort_keys=True).encode(),
                       ranges_blob if kind != "sparsity" else b"")
@@ -106,12 +108,26 @@ def load_context(P, need_ranges: bool = True) -> Context:
     return Context(model, spec, x, y, ranges, meta, S.latency, S.latency_repeats, fps)
 
 
-def read_ranges(data: dict, method: str, source: str = "ranges.json") -> dict[str, tuple[float, float]]:
-    """``{method: {layer: [lo, hi]}}`` (optionally under a ``"ranges"`` key) -> one method's ranges."""
-    table = data.get("ranges", data)
-    if method not in table:
-        raise ValueError(f"search.calibration = {method!r} is not in {source}; allowed: {', '.join(sorted(table))}")
-    return {k: (float(v[0]), float(v[1])) for k, v in table[method].items()}
+def ranges_by_width(data: dict, method: str, widths: list[int | None], source: str) -> dict[int | None, dict]:
+    """``{act_bits: {layer: (lo, hi)}}`` for each candidate width, from the calibrate stage's file.
+
+    MSE / KL ranges depend on the width they were optimised for (``ranges_by_bits``); a width
+    the calibrate stage did not optimise for uses the primary ranges (min-max style ranges do
+    not depend on it).  An unknown observer is a one-line error naming ``search.calibration``.
+    """
+    from compress.quant.observers import read_ranges
+
+    try:
+        primary = read_ranges(data, method, None, source)
+    except ValueError as e:
+        raise ValueError(f"search.calibration = {method!r}: {e}") from None
+    by_bits = data.get("ranges_by_bits", {})
+    return {b: (read_ranges(data, method, b, source) if b is not None and str(b) in by_bits else primary) for b in widths}
+
+
+def layer_ranges(table: dict[int | None, dict], abits: dict[str, int | None]) -> dict[str, tuple[float, float]]:
+    """Each layer's input range for the width that layer's activations get."""
+    return {n: table[b][n] for n, b in abits.items() if b is not None}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -133,33 +149,6 @@ def _wspec(bits: int):
     from compress.quant.fakequant import weight_spec
 
     return weight_spec(8).with_bits(bits)  # the template quantize_model uses
-
-
-def write_packed(model: nn.Module, wbits: dict[str, int], path: Path, meta: dict | None = None) -> dict[str, torch.Tensor]:
-    """Bit-packed artifact of ``model`` at ``wbits``; returns the dequantized weights it stores."""
-    from compress.quant.fakequant import dequantize_weight, quantize_weight
-    from compress.quant.packing import QTensor, save_packed
-
-    layers = prunable_layers(model)
-    qts, deq = {}, {}
-    for n, layer in layers.items():
-        spec = _wspec(wbits[n])
-        q, s, z = quantize_weight(layer.weight.detach(), spec)
-        qts[f"{n}.weight"] = QTensor(q, s, z, spec)
-        deq[f"{n}.weight"] = dequantize_weight(q, s, z, spec)
-    floats = {k: v for k, v in model.state_dict().items() if k not in qts}
-    save_packed(path, qts, floats, meta=meta or {})
-    return deq
-
-
-def load_packed_model(spec: dict, path: Path) -> nn.Module:
-    """The deployed form of a packed artifact: dequantized into the fp32 model (eager)."""
-    from compress.quant.packing import load_packed
-
-    qts, floats, _ = load_packed(path)
-    model = model_from_spec(spec)
-    model.load_state_dict({**floats, **{k: qt.dequantize() for k, qt in qts.items()}})
-    return model.eval()
 
 
 def magnitude_masks(model: nn.Module, levels: dict[str, float]) -> dict[str, torch.Tensor]:
@@ -187,29 +176,31 @@ def weight_sparsity(model: nn.Module) -> float:
 
 
 # --------------------------------------------------------------------------- evaluators
-def eval_bits(ctx: Context, cfg: dict, workdir: Path | None = None, keep: Path | None = None,
-              model: nn.Module | None = None) -> dict[str, float]:
-    """PTQ at a per-layer allocation: validation accuracy (simulated), packed bytes, latency."""
-    from compress.quant.fakequant import quantize_model
+def eval_bits(ctx: Context, cfg: dict, workdir: Path | None = None, keep: Path | None = None) -> dict[str, float]:
+    """PTQ at a per-layer allocation: validation accuracy (simulated), packed bytes, latency.
 
-    base = model if model is not None else ctx.model
+    The artifact is the quant family's packed form (``compress.quant.ptq.save_packed_model``:
+    bit-packed codes + scales + activation ranges, runtime ``packed``); it must reload to
+    exactly the simulated weights.
+    """
+    from compress.quant.fakequant import quantize_model
+    from compress.quant.ptq import load_packed_model, save_packed_model
+
     wbits, abits = cfg["weight_bits"], cfg["act_bits"]
-    qm = quantize_model(base, wbits, abits, ctx.ranges).eval()
+    qm = quantize_model(ctx.model, wbits, abits, layer_ranges(ctx.ranges, abits)).eval()
     _, acc = evaluate_model(qm, ctx.x, ctx.y)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = keep or Path(tmp) / "model.cspk"
-        deq = write_packed(base, wbits, path, meta={"weight_bits": wbits, "act_bits": abits})
+        save_packed_model(qm, path, meta={"search_config": cfg})
         size = path.stat().st_size
-        deployed = load_packed_model(ctx.spec, path)
-    # the artifact must hold exactly the simulated weights
-    sim = {f"{n}.weight": m.weight_fake_quant().detach() for n, m in prunable_layers(qm).items()}
-    for k, w in deq.items():
-        if not torch.equal(w, sim[k]) or not torch.equal(deployed.state_dict()[k], w):
-            raise RuntimeError(f"packed artifact of {k} does not reload to the simulated weights")
-    sizes = ctx.layer_sizes()
+        deployed = load_packed_model(path, model_from_spec(ctx.spec))
+    dep_layers = prunable_layers(deployed)
+    for n, m in prunable_layers(qm).items():
+        if not torch.equal(dep_layers[n].weight.detach(), m.weight_fake_quant().detach()):
+            raise RuntimeError(f"packed artifact of {n} does not reload to the simulated weights")
     a = [b for b in abits.values() if b is not None]
-    out = {"accuracy": acc, "size_bytes": float(size), "avg_weight_bits": avg_bits(wbits, sizes),
-           "act_bits": float(np.mean(a)) if a else float("nan"), "params": float(count_params(deployed, nonzero=True)),
+    out = {"accuracy": acc, "size_bytes": float(size), "avg_weight_bits": avg_bits(wbits, ctx.layer_sizes()),
+           "act_bits": float(np.mean(a)) if a else float("nan"), "params": float(count_params(ctx.model, nonzero=True)),
            "sparsity": weight_sparsity(deployed)}
     if ctx.latency:
         out.update(_latency(deployed, ctx.x, ctx.repeats))
@@ -250,7 +241,7 @@ def eval_joint(ctx: Context, cfg: dict, workdir: Path | None = None, keep: Path 
 
     pm = pruned_copy(ctx.model, cfg["sparsity"])
     wbits, abits = cfg["weight_bits"], cfg["act_bits"]
-    qm = quantize_model(pm, wbits, abits, ctx.ranges).eval()
+    qm = quantize_model(pm, wbits, abits, layer_ranges(ctx.ranges, abits)).eval()
     _, acc = evaluate_model(qm, ctx.x, ctx.y)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = keep or Path(tmp) / "model.safetensors"

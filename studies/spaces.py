@@ -61,7 +61,7 @@ def read_hawq(path: str | Path | None, layers: list[str], wbits: list[int]) -> l
         for i, a in enumerate(data["allocations"]):
             bits = a.get("weight_bits") or a.get("bits") or a.get("allocation")
             label = a.get("name") or (f"budget {a['budget']}" if "budget" in a else str(i))
-            found.append((f"hawq {label}", bits))
+            found.append((label if str(label).startswith("hawq") else f"hawq {label}", bits))
     elif isinstance(data, dict):
         bits = data.get("weight_bits") or data.get("allocation") or data.get("bits") or data
         found.append(("hawq", bits))

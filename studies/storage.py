@@ -11,7 +11,7 @@ URLs:
 
 A worker killed with SIGKILL leaves its trial RUNNING forever.  Two mechanisms recover it:
 RDB storages get Optuna's heartbeat (a trial silent for ``3 * heartbeat`` seconds is failed and
-its parameters re-enqueued by ``RetryFailedTrialCallback``), and every storage gets
+its parameters re-enqueued by ``RetryHeartbeatStaleTrialCallback``), and every storage gets
 :func:`reap_dead_workers`: each trial records its worker's host, pid and process start time, so a
 new worker on the same host fails the RUNNING trials of dead processes at once and re-enqueues
 their parameters.
@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
 
@@ -69,6 +69,18 @@ def _redact(url: str) -> str:
     return url
 
 
+def _with_driver(url: str) -> str:
+    """``postgresql://`` without a driver: SQLAlchemy 2.1 picks psycopg (3); use psycopg2 when only it is installed."""
+    head, sep, tail = url.partition("://")
+    if head in ("postgresql", "postgres"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            return f"postgresql+psycopg2{sep}{tail}"
+        return f"postgresql{sep}{tail}"
+    return url
+
+
 def open_storage(url: str, heartbeat_s: int = 10, key: str = "search.storage") -> optuna.storages.BaseStorage:
     """Connect to ``url`` now (before any trial runs); a failure is one line naming ``key``."""
     try:
@@ -87,6 +99,7 @@ def open_storage(url: str, heartbeat_s: int = 10, key: str = "search.storage") -
             raise StorageError(f"{key} = {url!r}: cannot open the journal file ({e.strerror or e})") from None
     if scheme == "sqlite":
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    given, url = url, _with_driver(url)
     engine_kwargs = {"connect_args": {"timeout": 30}} if scheme == "sqlite" else {"pool_pre_ping": True}
     if scheme in ("postgresql", "postgres"):
         engine_kwargs["connect_args"] = {"connect_timeout": 5}
@@ -94,10 +107,10 @@ def open_storage(url: str, heartbeat_s: int = 10, key: str = "search.storage") -
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-                              heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=3))
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except Exception as e:  # sqlalchemy OperationalError, ImportError (driver), ArgumentError ...
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageError(f"{key} = {_redact(url)!r}: storage unreachable ({type(e).__name__}: {msg[:200]})") from None
+        raise StorageError(f"{key} = {_redact(given)!r}: storage unreachable ({type(e).__name__}: {msg[:200]})") from None
 
 
 # --------------------------------------------------------------------------- dead workers

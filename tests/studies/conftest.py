@@ -41,15 +41,16 @@ def make_project(root: Path, search: dict | None = None, tracking: bool = False)
     xc, _ = load_split(data, "calib")
     ranges = calibrate(model.eval(), xc, ["minmax"])
     (root / "calibration").mkdir()
-    (root / "calibration" / "ranges.json").write_text(json.dumps({m: {k: list(v) for k, v in r.items()} for m, r in ranges.items()}))
+    (root / "calibration" / "ranges.json").write_text(json.dumps({"ranges": {m: {k: list(v) for k, v in r.items()} for m, r in ranges.items()}}))
     params = {
         "seed": 0,
         "data": {"source": "digits", "out": str(data), "val_size": 300, "calib_size": 128},
         "model": {"name": "mlp", "kwargs": kwargs},
         "train": {"out": str(base), "device": "cpu"},
+        "calibrate": {"out": str(root / "calibration" / "ranges.json"), "methods": ["minmax"]},
         "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "test-search", "enabled": tracking},
         "search": {"n_trials": 4, "population_size": 4, "storage": f"journal:{root / 'search' / 'optuna.journal'}",
-                   "eval_size": 200, "ranges": str(root / "calibration" / "ranges.json"), "latency_repeats": 2, "out": str(root / "search"),
+                   "eval_size": 200, "latency_repeats": 2, "out": str(root / "search"),
                    "hawq_allocation": str(root / "hawq" / "allocation.json"), **(search or {})},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
