@@ -7,6 +7,7 @@ for paper-figure code); every output that holds test numbers says so.
 from __future__ import annotations
 
 import csv
+import shutil
 import statistics
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,6 +37,7 @@ def main() -> None:
     train, val, test = (load_split(P.data.out, s) for s in ("train", "val", "test"))
     shape, ncls = meta["input_shape"], meta["num_classes"]
     out, curves, results = Path(B.out), [], {"det": [], "stoch": [], "fp32": []}
+    shutil.rmtree(out, ignore_errors=True)  # no stale variants from other seeds / modes
     per_run = []
 
     with mlflow_run(P, "binary", ["data", "binary"], meta) as mlf:

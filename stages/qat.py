@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def main() -> None:
     curves, summary = [], {"dataset": meta["dataset"], "dataset_substituted": meta["substituted"], "quantizer": Q.quantizer,
                            "calibration": Q.calibration, "epochs": Q.epochs, "baseline_val_acc": fp_val, "variants": {}}
     out = Path(Q.out)
+    shutil.rmtree(out, ignore_errors=True)  # no stale variants from other bit widths
 
     with mlflow_run(P, "qat", ["data", "qat", "calibrate"], meta) as mlf:
         for tag, wb, ab in tags:
