@@ -29,7 +29,7 @@ class FinetuneConfig(Section):
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(128, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
