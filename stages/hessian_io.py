@@ -22,46 +22,35 @@ def write_csv(path: str | Path, rows: list[dict]) -> Path:
     return path
 
 
-def _registered(*names: str) -> str | None:
-    from compress.runtimes import RUNTIMES, _load_families
-
-    _load_families()
-    return next((n for n in names if n in RUNTIMES), None)
-
-
 def write_quant_variant(folder: Path, qmodel: nn.Module, variant: str, stage: str, method: str, spec: dict, dataset: str,
                         seed: int, avg_bits: float, act_bits: int | None, notes: str = "") -> int:
-    """A fake-quant model as a variant: bit-packed codes + scales (``compress.quant.packing``) for the
-    quant family's packed runtime, and the simulated form; returns the deployed bytes."""
-    from compress.checkpoint import save_state_dict
-    from compress.models import count_params
-    from compress.quant.packing import load_packed, save_packed
-    from compress.quant.qat import baked_state_dict, export_quantized
+    """A fake-quant model (``quantize_model`` wrappers) as a variant of the quant family's forms:
+    deploy = bit-packed codes + scales + activation ranges (``packed`` runtime), sim = the float
+    shadow weights + the per-layer recipe (``quant-sim``).  Returns the deployed bytes."""
+    from compress.models import count_params, prunable_layers
+    from compress.quant.fakequant import act_spec, weight_spec
+    from compress.quant.packing import load_packed
+    from compress.quant.ptq import int_sim_cfg, save_packed_model, write_sim
+    from compress.runtimes import model_from_spec
 
     folder.mkdir(parents=True, exist_ok=True)
-    qts, floats, acts = export_quantized(qmodel)
-    save_packed(folder / "model.cspk", qts, floats, meta={"acts": acts, "model": spec})
-    back, _, _ = load_packed(folder / "model.cspk")  # the artifact must reload to the simulated weights
-    for k, qt in qts.items():
-        if not (back[k].dequantize() == qt.dequantize()).all():
-            raise RuntimeError(f"{variant}: packed {k} does not reload to the simulated weights")
-    packed_rt = _registered("packed-eager", "packed", "int-packed")
-    sim_rt = _registered("fakequant", "fake-quant", "quant-sim", "packed-sim")
-    extra = {"packed_bytes": (folder / "model.cspk").stat().st_size, "act_ranges": acts}
-    if packed_rt is not None:
-        deploy = Form(packed_rt, ["model.cspk"])
-    else:  # no silent fallback: the manifest says so
-        save_state_dict(baked_state_dict(qts, floats), folder / "model.safetensors")
-        deploy = Form("torch-eager", ["model.safetensors"])
-        notes += "; NO packed runtime registered: deployed as fp32 dequantized weights (size_bytes is fp32; packed_bytes in extra)"
-    sim = Form(sim_rt, ["model.cspk"]) if sim_rt is not None else None
-    if sim is None and act_bits is not None:
-        notes += "; no fake-quant runtime registered: accuracy_sim missing (deployed form has float activations)"
+    layers = prunable_layers(qmodel)
+    wbits = {n: m.wspec.bits for n, m in layers.items()}
+    ranges = {n: (float(m.act_lo), float(m.act_hi)) for n, m in layers.items() if m.aspec is not None}
+    save_packed_model(qmodel, folder / "model.cspk", {"model": spec})
+    qts, _, _ = load_packed(folder / "model.cspk")  # the artifact must hold exactly the simulated weights
+    for n, m in layers.items():
+        if not (qts[f"{n}.weight"].dequantize() == m.weight_fake_quant().detach()).all():
+            raise RuntimeError(f"{variant}: packed {n}.weight does not reload to the simulated weights")
+    base = model_from_spec(spec)
+    base.load_state_dict({k: v for k, v in qmodel.state_dict().items() if k.rsplit(".", 1)[-1] not in ("act_lo", "act_hi")})
+    ws = weight_spec(8).with_bits(8)
+    sim = write_sim(folder, base, int_sim_cfg(wbits, act_bits, ranges, ws, act_spec(act_bits) if act_bits else None))
     write_variant(folder, Manifest(
         variant=variant, stage=stage, method=method, model=spec, dataset=dataset, seed=seed, avg_weight_bits=float(avg_bits),
-        act_bits=act_bits, sparsity=0.0, params=count_params(qmodel, nonzero=True), deploy=deploy, sim=sim,
-        notes=notes.lstrip("; "), extra=extra))
-    return sum((folder / f).stat().st_size for f in deploy.files)
+        act_bits=act_bits, sparsity=0.0, params=count_params(qmodel, nonzero=True), deploy=Form("packed", ["model.cspk"]),
+        sim=sim, notes=notes, extra={"weight_bits": wbits}))
+    return (folder / "model.cspk").stat().st_size
 
 
 def write_sparse_variant(folder: Path, model: nn.Module, variant: str, stage: str, method: str, spec: dict, dataset: str,

@@ -48,7 +48,7 @@ class HawqConfig(Section):
         "layer", description="'layer': each conv/linear; 'residual': residual blocks; or {name: [layer-name globs]}")
     hessian: HessianConfig = Field(default_factory=HessianConfig)
     bit_candidates: list[int] = Field(default_factory=lambda: [2, 3, 4, 6, 8])
-    budgets_avg_bits: list[float] = Field(default_factory=lambda: [2.5, 3.0, 4.0],
+    budgets_avg_bits: list[float] = Field(default_factory=lambda: [2.5, 3.0, 3.5, 4.0],
                                           description="model-size budgets: average weight bits over all blocks")
     uniform_bits: list[int] = Field(default_factory=lambda: [2, 3, 4], description="uniform-precision baselines")
     objective: Literal["eigenvalue", "trace"] = Field(
