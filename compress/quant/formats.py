@@ -92,14 +92,19 @@ def unit_roundoff(fmt: str | FloatFormat, mode: str = "nearest") -> float:
 
 
 def round_to_format(x: torch.Tensor, fmt: str | FloatFormat, mode: str = "nearest",
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None, use_torch_cast: bool = True) -> torch.Tensor:
     """Round ``x`` to the nearest (or directed / stochastic) value of ``fmt``.
 
     Returns a tensor of ``x``'s dtype holding representable values of ``fmt``.  Works in
-    float64 so scaling by powers of two is exact.  NaN stays NaN.
+    float64 so scaling by powers of two is exact.  NaN stays NaN.  For a named format with a
+    torch dtype, round-to-nearest of a float32 tensor uses torch's cast (``use_torch_cast``):
+    the tests show the generic algorithm below gives the same bits, ~100x slower.
     """
     f = get_format(fmt)
     check_mode(mode)
+    if (use_torch_cast and mode == "nearest" and x.dtype == torch.float32 and f.torch_dtype is not None
+            and FORMATS.get(f.name) == f):
+        return x.to(f.torch_dtype).to(torch.float32)
     xd = x.detach().to(torch.float64) if x.dtype != torch.float64 else x.detach()
     # 1. exponent of each element: |x| = m 2^E with m in [0.5, 1)  ->  e = E - 1; clamp below at emin
     _, E = torch.frexp(xd)

@@ -17,9 +17,10 @@ def test_matches_torch_cast_bit_for_bit(name):
     special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 1e30, -1e30, f.xmax, -f.xmax,
                             f.xmin_subnormal / 2, f.xmin_subnormal * 0.75, f.xmin_normal * 0.999, 1.0 + 2.0**-f.t])
     x = torch.cat([_wide(), special])
-    ours = round_to_format(x, f)
+    ours = round_to_format(x, f, use_torch_cast=False)  # the generic algorithm
     ref = x.to(f.torch_dtype).to(torch.float32)
     assert torch.equal(ours.view(torch.int32), ref.view(torch.int32))
+    assert torch.equal(round_to_format(x, f).view(torch.int32), ref.view(torch.int32))  # the fast path
 
 
 def test_unit_roundoff_table():
