@@ -58,14 +58,24 @@ def make_sampler(name: str, seed: int | None, population_size: int = 6) -> optun
 
 def load_study(storage_url: str, study_name: str, sampler: optuna.samplers.BaseSampler | None = None,
                heartbeat_s: int = 10, key: str = "search.storage") -> optuna.Study:
+    return _create_or_load(storage_url, study_name, sampler, heartbeat_s, key)[0]
+
+
+def _create_or_load(storage_url: str, study_name: str, sampler, heartbeat_s: int, key: str) -> tuple[optuna.Study, bool]:
+    """(study, created): study creation is atomic in every storage, so exactly one of several
+    simultaneous workers gets ``created=True``."""
     storage = open_storage(storage_url, heartbeat_s=heartbeat_s, key=key)
-    study = optuna.create_study(storage=storage, study_name=study_name, directions=DIRECTIONS, sampler=sampler,
-                                load_if_exists=True)
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, directions=DIRECTIONS, sampler=sampler)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(storage=storage, study_name=study_name, sampler=sampler)
+        created = False
     if study.metric_names is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(OBJECTIVES)
-    return study
+    return study, created
 
 
 def count(study: optuna.Study, *states: TrialState) -> int:
@@ -80,7 +90,8 @@ def run_study(spec: SearchSpec, storage_url: str, study_name: str, n_trials: int
     if mode not in ("add", "total"):
         raise ValueError(f"mode = {mode!r}; allowed: add, total")
     # 1. storage + study (connecting now: an unreachable URL fails before any trial)
-    study = load_study(storage_url, study_name, make_sampler(sampler, seed, population_size), heartbeat_s)
+    study, created = _create_or_load(storage_url, study_name, make_sampler(sampler, seed, population_size), heartbeat_s,
+                                     "search.storage")
     attrs = study.user_attrs
     if attrs.get("kind", spec.kind) != spec.kind or attrs.get("fingerprint", spec.fingerprint) != spec.fingerprint:
         raise ValueError(f"study {study_name!r} in {storage_url} was made for other inputs "
@@ -93,9 +104,12 @@ def run_study(spec: SearchSpec, storage_url: str, study_name: str, n_trials: int
     reaped = reap_dead_workers(study)
     if reaped:
         print(f"{study_name}: failed and re-enqueued trials {reaped} of dead workers", file=sys.stderr)
-    # 3. starting points
-    for label, params in spec.starts:
-        study.enqueue_trial(params, user_attrs={"start": label}, skip_if_exists=True)
+    # 3. starting points: enqueued by the worker that created the study (one of several simultaneous
+    #    workers); later runs add only starts that are new (e.g. HAWQ's file appeared), skipping
+    #    those already present, so a start is evaluated once
+    if created or count(study, TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED):  # creator done enqueueing
+        for label, params in spec.starts:
+            study.enqueue_trial(params, user_attrs={"start": label}, skip_if_exists=True)
     # 4. trials
     done = count(study)
     n_run = n_trials if mode == "add" else max(0, n_trials - done)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -103,14 +104,23 @@ def open_storage(url: str, heartbeat_s: int = 10, key: str = "search.storage") -
     engine_kwargs = {"connect_args": {"timeout": 30}} if scheme == "sqlite" else {"pool_pre_ping": True}
     if scheme in ("postgresql", "postgres"):
         engine_kwargs["connect_args"] = {"connect_timeout": 5}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
-    except Exception as e:  # sqlalchemy OperationalError, ImportError (driver), ArgumentError ...
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageError(f"{key} = {_redact(given)!r}: storage unreachable ({type(e).__name__}: {msg[:200]})") from None
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                                  grace_period=3 * heartbeat_s,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except Exception as e:  # sqlalchemy OperationalError, ImportError (driver), ArgumentError ...
+            # several workers creating the schema of a fresh database at once: one wins, the others
+            # hit a unique violation / "already exists" and simply retry against the created tables
+            text = str(e).lower()
+            if attempt < 5 and ("already exists" in text or "duplicate key" in text or "unique" in text):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StorageError(f"{key} = {_redact(given)!r}: storage unreachable ({type(e).__name__}: {msg[:200]})") from None
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- dead workers

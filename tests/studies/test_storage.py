@@ -60,7 +60,7 @@ def test_other_inputs_refuse_to_mix_into_a_study(tmp_path):
 @pytest.mark.parametrize("backend", ["journal", "sqlite"])
 def test_k_workers_times_n_trials_give_exactly_k_n(tmp_path, backend):
     url, k, n = _urls(tmp_path)[backend], 3, 4
-    load_study(url, "shared")  # created once; workers load it
+    # the study does not exist yet: the workers race to create it (exactly one does)
     procs = [CTX.Process(target=_worker, args=(url, "shared", n, "add", 100 + i)) for i in range(k)]
     for p in procs:
         p.start()
@@ -71,6 +71,8 @@ def test_k_workers_times_n_trials_give_exactly_k_n(tmp_path, backend):
     assert count(st) == k * n
     assert len(st.trials) == k * n  # no failed, running or duplicate trials
     assert len({t.number for t in st.trials}) == k * n
+    labels = [t.user_attrs["start"] for t in st.trials if "start" in t.user_attrs]
+    assert sorted(labels) == ["uniform w2", "uniform w8"]  # enqueued once, by the creator
 
 
 def test_sigkilled_worker_leaves_a_usable_study(tmp_path):
