@@ -20,7 +20,7 @@ from compress.structured.config import REFERENCE_MODELS
 from compress.structured.export import replaced_params, spec_matches, write_monarch_variant
 from compress.structured.quantize import fake_quantized
 from compress.structured.monarch import monarchize, plan, projection_error
-from compress.train import evaluate_model, fit, seed_everything
+from compress.train import evaluate_model, fit, pick_device, seed_everything
 from compress.variants import Form, Manifest, model_spec, write_variant
 from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
 
@@ -50,6 +50,7 @@ def main() -> None:
     except ValueError as e:
         die(f"{args.params}: {e}")
     train, val = load_split(P.data.out, "train"), load_split(P.data.out, "val")
+    device = pick_device(P.train.device)  # training only; projection, variants and metrics on the CPU
     out = Path(C.out)
     shutil.rmtree(out, ignore_errors=True)
     common = dict(dataset=meta["dataset"], seed=P.seed)
@@ -65,7 +66,7 @@ def main() -> None:
         if source == "baseline":
             load_into(dense, BASELINE / "model.safetensors")
         else:
-            fit(dense, train, val, C.reference, seed=P.seed, desc="monarch dense ref", on_eval=log("reference"))
+            fit(dense, train, val, C.reference, seed=P.seed, device=device, desc="monarch dense ref", on_eval=log("reference"))
             (out / "monarch-dense-ref").mkdir(parents=True, exist_ok=True)
             save_state_dict(dense, out / "monarch-dense-ref" / "model.safetensors")
             write_variant(out / "monarch-dense-ref", Manifest(
@@ -78,7 +79,7 @@ def main() -> None:
         errors = {n: projection_error(dense.get_submodule(n).weight, s) for n, s in shapes.items()}
         projected = monarchize(dense, shapes)
         tuned = monarchize(dense, shapes)
-        hist = fit(tuned, train, val, C.finetune, seed=P.seed, desc="monarch fine-tune", on_eval=log("finetune"))
+        hist = fit(tuned, train, val, C.finetune, seed=P.seed, device=device, desc="monarch fine-tune", on_eval=log("finetune"))
         tuned.cpu().eval()
         rp = replaced_params(dense, shapes)
         desc = ", ".join(f"{n}: {s.in_features}->{s.out_features} k={s.nblocks_in} j={s.nblocks_out} r={s.rank}" for n, s in shapes.items())
