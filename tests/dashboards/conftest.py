@@ -21,7 +21,7 @@ def synthetic_variants(dataset: str = "mnist") -> pd.DataFrame:
 
     add("baseline-fp32", "train", "baseline", 32, None, 0.0, 61706, 247_000, 0.990, None, 0.20, 8.0, "PyTorch eager, fp32")
     add("baseline-fp32-compiled", "train", "baseline", 32, None, 0.0, 61706, 247_000, 0.990, None, 0.12, 6.0, "torch.compile (inductor), fp32")
-    add("ptq-w8a8-minmax", "ptq", "ptq", 8, 8, 0.0, 61706, 64_000, 0.989, 0.9895, 0.18, 3.0, "ONNX Runtime 1.20 int8 (QDQ)")
+    add("ptq-w8a8-minmax", "ptq", "ptq", 8, 8, 0.0, 61706, 64_000, 0.989, 0.9895, 0.18, 3.0, "ONNX Runtime 1.20 int8 (static QDQ: QLinearConv/QGemm kernels)")
     add("ptq-w4a8-minmax", "ptq", "ptq", 4, 8, 0.0, 61706, 33_000, 0.975, 0.975, 0.21, 8.2, "packed int4 codes decoded to fp32")
     add("ptq-w2a8-minmax", "ptq", "ptq", 2, 8, 0.0, 61706, 18_000, 0.60, 0.60, 0.21, 8.1, "packed int2 codes decoded to fp32")
     add("qat-w4a8", "qat", "qat", 4, 8, 0.0, 61706, 33_000, 0.987, 0.987, 0.21, 8.1, "packed int4 codes decoded to fp32")

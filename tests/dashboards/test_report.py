@@ -1,0 +1,108 @@
+"""The exercise report: generated from the tables, true to them, sections only for present methods."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from compress.config import validate_params
+from dashboards.report import generate, runtime_family
+
+from conftest import synthetic_trials, synthetic_variants
+
+
+def _project(tmp_path, variants: pd.DataFrame, substituted: bool = False, trials: bool = True):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "plots" / "prune").mkdir(parents=True)
+    variants.to_csv(tmp_path / "reports" / "variants.csv", index=False)
+    if trials:
+        (tmp_path / "search").mkdir()
+        synthetic_trials().to_csv(tmp_path / "search" / "trials.csv", index=False)
+    meta = {"dataset": variants["dataset"].iloc[0], "dataset_substituted": substituted}
+    if substituted:
+        meta.update(requested="mnist", substitution_reason="MNIST not found under data/raw")
+    (tmp_path / "metrics" / "prepare.json").write_text(json.dumps(meta))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.figure()
+    plt.plot([0, 1])
+    plt.savefig(tmp_path / "plots" / "prune" / "sparsity_curve.png")
+    plt.close()
+    cfg = validate_params({"report": {k: str(tmp_path / v) for k, v in {
+        "variants": "reports/variants.csv", "trials": "search/trials.csv", "pareto": "reports/pareto.csv",
+        "figures": "reports/figures", "out": "reports/report.md"}.items()}}).report
+    cfg.plot_globs = [str(tmp_path / "plots/**/*.png").lstrip("/")]
+    return cfg
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _cfg(cwd, variants, **kw):
+    cfg = _project(cwd, variants, **kw)
+    for k in ("variants", "trials", "pareto", "figures", "out"):
+        setattr(cfg, k, str(Path(getattr(cfg, k)).relative_to(cwd)))
+    cfg.plot_globs = ["plots/**/*.png", "reports/**/*.png"]
+    return cfg
+
+
+def test_report_answers_with_this_runs_numbers(cwd):
+    v = synthetic_variants()
+    out = generate(_cfg(cwd, v), metrics_dir=str(cwd / "metrics"))
+    md = out.read_text()
+    assert "**Dataset actually used: mnist**" in md and "SUBSTITUTED" not in md
+    # numbers come from the table: baseline accuracy, the int8 speed-up, the smallest size
+    base = v.set_index("variant").loc["baseline-fp32"]
+    int8 = v.set_index("variant").loc["ptq-w8a8-minmax"]
+    assert f"{base['accuracy'] * 100:.2f}%" in md
+    assert f"{base['latency_ms_b256'] / int8['latency_ms_b256']:.2f}× at batch 256" in md
+    assert f"{int(v['size_bytes'].min()):,} bytes" in md
+    for header in ("## Post-training quantization (PTQ)", "## Quantization-aware training (QAT)",
+                   "## Does inference time decrease, and why?", "## How much does model size drop?",
+                   "## Pareto fronts", "## Searches (Optuna, multi-objective)", "## Replicates"):
+        assert header in md
+    assert "QAT 98.70% vs best PTQ 97.50% (+1.20 pp)" in md
+    # every embedded image exists, relative to the report
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert any("acc_vs_size.png" in x for x in links) and any("sparsity_curve.png" in x for x in links)
+    for link in links:
+        assert (out.parent / link).is_file(), link
+    assert (cwd / "reports" / "pareto.csv").is_file()
+
+
+def test_absent_methods_have_no_section_and_substitution_is_loud(cwd):
+    v = synthetic_variants(dataset="mnist5k")
+    v = v[~v["stage"].isin(["qat", "hawq"])]
+    md = generate(_cfg(cwd, v, substituted=True, trials=False), metrics_dir=str(cwd / "metrics")).read_text()
+    assert md.count("DATASET SUBSTITUTED") == 1 and "**mnist5k**" in md and "MNIST not found" in md
+    assert "Quantization-aware training" not in md and "QAT vs PTQ" not in md
+    assert "## Replicates" not in md and "## Searches" not in md and "hawq" not in md
+
+
+def test_missing_variants_table_is_a_clear_error(cwd):
+    cfg = validate_params({}).report
+    with pytest.raises(FileNotFoundError, match="run the evaluate stage first"):
+        generate(cfg)
+
+
+@pytest.mark.parametrize("desc, fam", [
+    ("ONNX Runtime 1.20 int8 (static QDQ: QLinearConv/QGemm kernels)", "integer kernels"),
+    ("PT2E X86InductorQuantizer int8 + torch.compile (inductor, freezing)", "integer kernels"),
+    ("ONNX Runtime 1.20 fp32", "fp32 ONNX Runtime"),
+    ("bit-packed weights dequantized at load, PyTorch eager fp32 kernels", "decoded to fp32 at load"),
+    ("torch.compile (inductor), fp32", "fp32 compiled"),
+    ("PyTorch eager, Monarch (2 bmm), fp32", "structured (Monarch) kernels"),
+    ("PyTorch eager, fp32", "fp32 eager"),
+])
+def test_runtime_families(desc, fam):
+    assert runtime_family(desc) == fam
