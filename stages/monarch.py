@@ -57,16 +57,18 @@ def main() -> None:
     rows: list[dict] = []
 
     with mlflow_run(P, "monarch", ["monarch"], meta, extra_tags={"reference": source}) as mlf:
-        def log(phase: str):
+        def log(phase: str, offset: int = 0):  # one curve: reference steps, then the projection, then fine-tuning
             def on_eval(r: dict) -> None:
-                rows.append({"phase": phase, **r})
+                rows.append({"phase": phase, "step": offset + r["iteration"], **r})
                 mlf.log_metrics({f"{phase}_{k}": r[k] for k in ("train_loss", "val_loss", "val_acc")}, step=r["iteration"])
             return on_eval
 
+        ref_steps = 0
         if source == "baseline":
             load_into(dense, BASELINE / "model.safetensors")
         else:
-            fit(dense, train, val, C.reference, seed=P.seed, device=device, desc="monarch dense ref", on_eval=log("reference"))
+            ref_steps = fit(dense, train, val, C.reference, seed=P.seed, device=device, desc="monarch dense ref",
+                            on_eval=log("reference")).iterations
             (out / "monarch-dense-ref").mkdir(parents=True, exist_ok=True)
             save_state_dict(dense, out / "monarch-dense-ref" / "model.safetensors")
             write_variant(out / "monarch-dense-ref", Manifest(
@@ -79,7 +81,11 @@ def main() -> None:
         errors = {n: projection_error(dense.get_submodule(n).weight, s) for n, s in shapes.items()}
         projected = monarchize(dense, shapes)
         tuned = monarchize(dense, shapes)
-        hist = fit(tuned, train, val, C.finetune, seed=P.seed, device=device, desc="monarch fine-tune", on_eval=log("finetune"))
+        for phase, m in (("dense", dense), ("projected", projected)):
+            vl, va = evaluate_model(m, *val)
+            rows.append({"phase": phase, "step": ref_steps, "iteration": 0, "val_loss": vl, "val_acc": va})
+        hist = fit(tuned, train, val, C.finetune, seed=P.seed, device=device, desc="monarch fine-tune",
+                   on_eval=log("finetune", ref_steps))
         tuned.cpu().eval()
         rp = replaced_params(dense, shapes)
         desc = ", ".join(f"{n}: {s.in_features}->{s.out_features} k={s.nblocks_in} j={s.nblocks_out} r={s.rank}" for n, s in shapes.items())
@@ -109,7 +115,7 @@ def main() -> None:
     write_json("metrics/monarch.json", summary)
     Path("plots/monarch").mkdir(parents=True, exist_ok=True)
     with open("plots/monarch/history.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["phase", "epoch", "iteration", "train_loss", "val_loss", "val_acc"], extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=["step", "phase", "iteration", "train_loss", "val_loss", "val_acc"], extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     print(f"monarch: {rp['dense']} -> {rp['monarch']} weights in {list(shapes)} ({rp['ratio']:.1f}x); val acc dense "

@@ -2,6 +2,7 @@
 reproduce the stage's models; int8 storage is smaller and round-trips; bad params stop it at once."""
 from __future__ import annotations
 
+import csv
 import json
 import re
 import sys
@@ -66,7 +67,12 @@ def test_stage_writes_loadable_variants(tmp_path, monkeypatch, digits_dir):
     size = {n: sum(p.stat().st_size for p in f.iterdir() if p.name != "manifest.json") for n, (f, _) in found.items()}
     assert size["monarch-finetuned"] < size["monarch-dense-ref"] / 4
     assert size["monarch-finetuned-int8"] < size["monarch-finetuned"] / 2
-    assert (tmp_path / "plots/monarch/history.csv").read_text().count("finetune") >= 1
+    hist = list(csv.DictReader(open(tmp_path / "plots/monarch/history.csv")))
+    phases = [r["phase"] for r in hist]
+    assert phases == ["reference", "dense", "projected", "finetune"]  # 8 iterations = one evaluation each
+    steps = [int(r["step"]) for r in hist]
+    assert steps == [8, 8, 8, 16]  # one x axis: reference steps, the projection, then fine-tuning
+    assert float(hist[2]["val_acc"]) == pytest.approx(metrics["val_acc_projected"])
 
 
 @pytest.mark.parametrize("monarch, message", [
