@@ -153,8 +153,10 @@ def make_qat_optimizer(model: nn.Module, cfg, lsq_lr: float) -> torch.optim.Opti
 
 
 def train_qat(model_q: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], cfg, *,
-              seed: int, lsq_lr: float = 1e-3, on_eval=None, desc: str = "qat", progress: bool = True):
+              seed: int, lsq_lr: float = 1e-3, on_eval=None, desc: str = "qat", progress: bool = True,
+              restore_best: bool = True):
     """Fine-tune the fake-quant model with compress.train.fit (cfg: fit's knobs).  Returns History.
+    With ``restore_best`` the weights (and LSQ steps) of the lowest validation loss are kept.
 
     Frozen activation ranges (``fixed``) are buffers, so only weights, biases and LSQ steps train.
     """
@@ -164,7 +166,8 @@ def train_qat(model_q: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val:
     for m in qat_layers(model_q).values():
         m.generator = g  # stochastic rounding, when chosen, is seeded
     opt = make_qat_optimizer(model_q, cfg, lsq_lr)
-    return fit(model_q, train, val, cfg, seed=seed, optimizer=opt, on_eval=on_eval, desc=desc, progress=progress)
+    return fit(model_q, train, val, cfg, seed=seed, optimizer=opt, on_eval=on_eval, desc=desc, progress=progress,
+               restore_best=restore_best)
 
 
 # --------------------------------------------------------------------------- export

@@ -47,6 +47,8 @@ class _FitKnobs(Section):
 class QATConfig(_FitKnobs):
     """QAT fine-tuning of the baseline with STE fake-quant (Jacob et al. 2018; LSQ: Esser et al. 2020)."""
 
+    lr: float = Field(5e-4, gt=0)
+
     bits: list[str] = Field(default_factory=lambda: ["w8a8", "w4a4", "w2a4"])
     quantizer: Literal["fixed", "lsq"] = "fixed"  # fixed: calibrated activation ranges; lsq: learned steps
     calibration: str = "minmax"  # which calibrate method's ranges (calibrate.out) initialise/fix activations
