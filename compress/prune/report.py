@@ -14,8 +14,8 @@ def summarize(rows: list[dict]) -> pd.DataFrame:
     df["remaining_pct"] = 100 * df["remaining"]
     dense = df[df["round"] == 0]
     parts = [df]
-    for kind in df["kind"].unique():  # controls share the dense starting point, for continuous curves
-        if kind != "ticket":
+    for kind in df["kind"].unique():  # controls trained from round 1 on start from the dense point
+        if kind != "ticket" and (df[(df["kind"] == kind)]["round"] == 1).any():
             parts.append(dense.assign(kind=kind))
     df = pd.concat(parts, ignore_index=True)
     agg = df.groupby(["kind", "round"]).agg(
@@ -67,9 +67,14 @@ def plot(summary: pd.DataFrame, path: str | Path, title: str = "") -> Path:
         for ax, y in zip(axes, ("early_stop", "test_acc")):
             line, = ax.plot(d["remaining_pct"], d[f"{y}_mean"], marker="o", ms=3, label=label)
             ax.fill_between(d["remaining_pct"], d[f"{y}_min"], d[f"{y}_max"], alpha=0.2, color=line.get_color())
+    from matplotlib.ticker import NullFormatter
+
+    ticks = summary[summary["kind"] == "ticket"].sort_values("round")["remaining_pct"].tolist()[::3]
     for ax, ylab in zip(axes, ("early-stop iteration (min val loss)", "test accuracy at early stop")):
         ax.set_xscale("log")
         ax.invert_xaxis()
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("% of weights remaining (log scale)")
         ax.set_ylabel(ylab)
         ax.grid(alpha=0.3, which="both")
