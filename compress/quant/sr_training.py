@@ -15,7 +15,7 @@ Rounding into the format is :func:`compress.quant.formats.round_to_format`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -160,16 +160,5 @@ def train_low_precision(model: nn.Module, train: tuple[torch.Tensor, torch.Tenso
                after_step=lambda m: round_parameters(m, fmt, mode, g), progress=progress)
 
 
-def update_underflow_fraction(model: nn.Module, grads: Sequence[torch.Tensor], fmt: FloatFormat | str, lr: float) -> float:
-    """Fraction of weights whose SGD update lr*g is rounded away by RN (|lr g| < ulp(w)/2)."""
-    n, lost = 0, 0
-    with torch.no_grad():
-        for p, gr in zip(model.parameters(), grads):
-            new = round_to_format(p - lr * gr, fmt, "nearest")
-            lost += int(((new == p) & (gr != 0)).sum())
-            n += p.numel()
-    return lost / max(n, 1)
-
-
 __all__ = ["gd_step", "gd_trajectories", "exact_trajectory", "representable", "stagnation_region", "StagnationResult",
-           "stagnation_demo", "round_parameters", "train_low_precision", "update_underflow_fraction"]
+           "stagnation_demo", "round_parameters", "train_low_precision"]

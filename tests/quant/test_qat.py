@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from compress.config import ConfigError, validate_params
-from compress.quant.fakequant import QLinear, quantize_model
+from compress.quant.fakequant import quantize_model
 from compress.quant.observers import calibrate
 from compress.quant.packing import load_packed
 from compress.quant.qat import (LSQLinear, export_quantized, lsq_fake_quant, make_qat_optimizer, prepare_qat, qat_layers,
