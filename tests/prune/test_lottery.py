@@ -98,3 +98,29 @@ def test_ticket_restarts_from_masked_w0():
         assert torch.allclose(state[f"{n}.weight"], w0[f"{n}.weight"] * mask, atol=1e-9)
         # the kept weights are the largest |w0| of each layer (training did not move them)
         assert w0[f"{n}.weight"].abs()[mask].min() >= w0[f"{n}.weight"].abs()[~mask].max()
+
+
+def test_rewind_uses_the_weights_of_iteration_k(monkeypatch):
+    import compress.prune.imp as imp
+    from compress.train import fit
+
+    data = _data(128, 0)
+    k = 3
+    seen = []
+    real = imp.set_weights
+    monkeypatch.setattr(imp, "set_weights", lambda m, s: (seen.append({n: v.clone() for n, v in s.items()}), real(m, s))[1])
+    imp.run_lottery(_build, data, data, data, CFG, seed=4, rate=0.5, output_rate=0.25, target_remaining=0.6,
+                    rewind_iteration=k, controls=())
+    # the same dense run by hand, recording the weights after optimizer step k
+    ref, step = {}, {"it": 0}
+
+    def grab(m):
+        step["it"] += 1
+        if step["it"] == k:
+            ref.update(M.dense_state_dict(m))
+
+    fit(_build(4), data, data, CFG, seed=4, after_step=grab, progress=False)
+    w0 = M.dense_state_dict(_build(4))
+    assert len(seen) == 1 and set(seen[0]) == set(ref)
+    assert all(torch.equal(seen[0][n], ref[n]) for n in ref)
+    assert any(not torch.equal(seen[0][n], w0[n]) for n in w0)
