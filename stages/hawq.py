@@ -9,7 +9,6 @@ budgets) on validation accuracy over ``hawq.seeds``
 """
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path

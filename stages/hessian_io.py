@@ -56,7 +56,7 @@ def write_quant_variant(folder: Path, qmodel: nn.Module, variant: str, stage: st
 def write_sparse_variant(folder: Path, model: nn.Module, variant: str, stage: str, method: str, spec: dict, dataset: str,
                          seed: int, sparsity: float, notes: str = "", extra: dict | None = None) -> int:
     """A masked model as a variant in the pruning family's compact sparse format (``sparse-eager``)."""
-    from compress.models import count_params, prunable_layers
+    from compress.models import prunable_layers
     from compress.prune.masks import dense_state_dict
     from compress.prune.sparse_io import load_sparse, save_sparse
 

@@ -137,3 +137,17 @@ def test_blockwise_finetune_trains_only_the_current_block(tiny):
     assert seen == [["fc1"], ["conv"]]
     assert [r["block"] for r in rows] == ["fc1", "conv"] and all(r["iterations"] == 2 for r in rows)
     assert all(p.requires_grad for p in q.parameters())  # flags restored
+
+
+def test_trace_objective_weights_are_average_trace(tiny):
+    model, batches = tiny
+    blocks = hawq.resolve_blocks(model, "layer")
+    stats = hawq.block_spectra(model, blocks, batches, samples=8)
+    w = hawq.block_weights(stats, "trace")
+    assert w == pytest.approx([s.trace / s.params for s in stats])
+    with pytest.raises(ValueError, match="hawq.objective"):
+        hawq.block_weights(stats, "fisher")
+    errs = hawq.error_table(model, blocks, [2, 4, 8])
+    alloc = hawq.allocate_bits(w, errs, [s.params for s in stats], [2, 4, 8], 4.0)
+    opt, _ = brute_force(w, errs, [s.params for s in stats], [2, 4, 8], 4.0)
+    assert alloc.objective == pytest.approx(opt)
