@@ -70,6 +70,7 @@ def main() -> None:
         if VARIANTS.exists():
             shutil.rmtree(VARIANTS)
         results, ft_rows, done = [], [], {}
+        monitor = (val[0][:1000], val[1][:1000])  # per-stage progress only; final accuracies use the whole val split
         for name, (method, a) in allocs.items():
             order = hawq.finetune_order(model, blocks, stats, a.bits)
             ptq_acc = None
@@ -81,7 +82,7 @@ def main() -> None:
                     q = quantize_model(model, hawq.layer_bits(blocks, a.bits), H.act_bits, ranges)
                     if ptq_acc is None:
                         _, ptq_acc = evaluate_model(q, *val)
-                    rows = hawq.blockwise_finetune(q, blocks, [n for n, _ in order], train, val, H.finetune, seed)
+                    rows = hawq.blockwise_finetune(q, blocks, [n for n, _ in order], train, monitor, H.finetune, seed)
                     vloss, vacc = evaluate_model(q, *val)
                     done[key] = (q, ptq_acc, rows, vloss, vacc)
                 vname = f"{name}-a{H.act_bits or 'fp'}-s{seed}"
@@ -91,7 +92,7 @@ def main() -> None:
                 results.append({"variant": vname, "method": method, "budget": a.budget_avg_bits, "avg_bits": a.avg_bits,
                                 "seed": seed, "objective": a.objective, "ptq_val_acc": ptq_acc, "val_acc": vacc, "val_loss": vloss,
                                 "deploy_bytes": size, "bits": " ".join(map(str, a.bits))})
-                ft_rows += [{"variant": vname, **r} for r in rows]
+                ft_rows += [{"variant": vname, **{("monitor_" + k if k.startswith("val_") else k): v for k, v in r.items()}} for r in rows]
                 mlf.log_metrics({f"val_acc.{vname}": vacc, f"ptq_val_acc.{vname}": ptq_acc})
                 print(f"hawq: {vname}: bits {a.bits} avg {a.avg_bits:.3f}: val acc PTQ {ptq_acc:.4f} -> QAT {vacc:.4f}")
         # 4. the claim: at each size budget B, HAWQ >= the largest uniform precision that fits in B
