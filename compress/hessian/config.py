@@ -32,7 +32,7 @@ class HessianConfig(Section):
     batch_size: int = Field(256, ge=1, description="calibration images per HVP batch")
     batches: int = Field(2, ge=1, description="HVP batches (the loss is their mean)")
     tol: float = Field(1e-3, description="power iteration: relative change of the Rayleigh quotient to stop")
-    max_iters: int = Field(50, ge=1, description="power iteration: maximum HVPs per block")
+    max_iters: int = Field(100, ge=1, description="power iteration: maximum HVPs per block")
     samples: int = Field(16, ge=1, description="Hutchinson Rademacher samples (trace / diagonal)")
 
     @field_validator("tol")
