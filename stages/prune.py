@@ -76,8 +76,9 @@ def main() -> None:
             write_variant(vdir, Manifest(
                 variant=variant, stage="prune", method=f"prune-{v.method}", model=res.spec, dataset=meta["dataset"],
                 seed=P.seed, avg_weight_bits=32.0, act_bits=None, sparsity=round(res.sparsity, 6), params=nnz,
-                deploy=deploy, notes=notes, extra={"config": v.model_dump(mode="json"), "val_acc": acc,
-                                                   "history": res.history, "baseline_params": base_params}))
+                deploy=deploy, notes=notes, extra={"config": v.model_dump(mode="json"), "val_acc": acc,  # no timings: reproducible
+                                                   "history": [{k: x for k, x in h.items() if k != "seconds"} for h in res.history],
+                                                   "baseline_params": base_params}))
             row = {"sparsity": res.sparsity, "params": nnz, "val_acc": acc,
                    "size_bytes": sum((vdir / f).stat().st_size for f in deploy.files)}
             summary["variants"][variant] = row
@@ -85,7 +86,7 @@ def main() -> None:
                             extra_tags={"variant": variant, "method": f"prune-{v.method}"}) as vr:
                 vr.log_params({f"variant.{k}": str(x) for k, x in v.model_dump(mode="json").items()})
                 vr.log_metrics({"sparsity": row["sparsity"], "params": row["params"], "val_acc": acc,
-                                "artifact_bytes": row["size_bytes"]})
+                                "artifact_bytes": row["size_bytes"], "train_seconds": sum(h["seconds"] for h in res.history)})
             print(f"prune: {variant:<28} sparsity {res.sparsity:.4f} params {nnz:>6} val_acc {acc:.4f} "
                   f"bytes {row['size_bytes']}")
         mlf.log_metric("baseline_val_acc", base_acc)
