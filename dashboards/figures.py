@@ -122,9 +122,9 @@ def bits_heatmap(pts: pd.DataFrame, path: Path, top: int = 10) -> Path | None:
     return path
 
 
-def all_figures(pts: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+def all_figures(pts: pd.DataFrame, out_dir: str | Path, heatmap_top: int = 10) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figs = [acc_vs_size(pts, out_dir / "acc_vs_size.png"), acc_vs_latency(pts, out_dir / "acc_vs_latency.png"),
-            bits_heatmap(pts, out_dir / "bits_heatmap.png")]
+            bits_heatmap(pts, out_dir / "bits_heatmap.png", heatmap_top)]
     return [f for f in figs if f is not None]

@@ -364,7 +364,7 @@ def generate(cfg, commit: str = "", metrics_dir: str = "metrics") -> Path:
         trials["start"] = trials["start"].fillna("")
     pts = build(points_from_files(cfg.variants, cfg.trials if Path(cfg.trials).exists() else None), cfg.pareto)
     fig_dir = Path(cfg.figures)
-    figs = all_figures(pts, fig_dir) if len(pts) else []
+    figs = all_figures(pts, fig_dir, cfg.heatmap_top) if len(pts) else []
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731

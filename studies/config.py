@@ -51,6 +51,7 @@ class SearchConfig(Section):
     eval_size: int | None = Field(2000, ge=1, description="validation images per trial (null: the whole split)")
     latency: bool = Field(True, description="measure each trial's deployed-form latency (batch 1 and 256)")
     latency_repeats: int = Field(5, ge=1)
+    latency_threads: int | None = Field(1, ge=1, description="torch threads while timing trials (null: all cores)")
     enqueue_uniform: bool = Field(True, description="enqueue uniform allocations as the first trials")
     hawq_allocation: str | None = Field("hawq/allocation.json", description="enqueued when the file exists; null: never")
     export_front: int = Field(3, ge=0, description="export this many Pareto-optimal trials per study as variants")

@@ -52,6 +52,7 @@ class Context:
     meta: dict = field(default_factory=dict)  # dataset meta (dataset actually used)
     latency: bool = True
     repeats: int = 5
+    threads: int | None = 1  # torch threads while timing (1: no spin-waiting thread pools on a shared CPU)
     fingerprints: dict[str, str] = field(default_factory=dict)  # per study kind: hash of the inputs it reads
 
     @property
@@ -105,7 +106,7 @@ def load_context(P, need_ranges: bool = True) -> Context:
     fps = {kind: _sha(common.encode(), json.dumps({k: getattr(S, k) for k in keys}, sort_keys=True).encode(),
                       ranges_blob if kind != "sparsity" else b"")
            for kind, keys in FINGERPRINT_KEYS.items()}
-    return Context(model, spec, x, y, ranges, meta, S.latency, S.latency_repeats, fps)
+    return Context(model, spec, x, y, ranges, meta, S.latency, S.latency_repeats, S.latency_threads, fps)
 
 
 def ranges_by_width(data: dict, method: str, widths: list[int | None], source: str) -> dict[int | None, dict]:
@@ -131,12 +132,16 @@ def layer_ranges(table: dict[int | None, dict], abits: dict[str, int | None]) ->
 
 
 # --------------------------------------------------------------------------- helpers
-def _latency(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
-    out = {}
+def _latency(model: nn.Module, x: torch.Tensor, repeats: int, threads: int | None = 1) -> dict[str, float]:
+    from compress.evaluate import set_threads
+
+    out, before = {}, torch.get_num_threads()
+    set_threads(threads)
     with torch.inference_mode():
         for b in (1, 256):
             ex = x[:b] if len(x) >= b else x.repeat((b + len(x) - 1) // len(x), 1, 1, 1)[:b]
             out[f"latency_ms_b{b}"] = measure_latency(model, ex, warmup=2, repeats=repeats)["median_ms"]
+    torch.set_num_threads(before)
     return out
 
 
@@ -203,7 +208,7 @@ def eval_bits(ctx: Context, cfg: dict, workdir: Path | None = None, keep: Path |
            "act_bits": float(np.mean(a)) if a else float("nan"), "params": float(count_params(ctx.model, nonzero=True)),
            "sparsity": weight_sparsity(deployed)}
     if ctx.latency:
-        out.update(_latency(deployed, ctx.x, ctx.repeats))
+        out.update(_latency(deployed, ctx.x, ctx.repeats, ctx.threads))
     return out
 
 
@@ -226,7 +231,7 @@ def eval_sparsity(ctx: Context, cfg: dict, workdir: Path | None = None, keep: Pa
     out = {"accuracy": acc, "size_bytes": float(size), "avg_weight_bits": 32.0, "act_bits": float("nan"),
            "params": float(count_params(deployed, nonzero=True)), "sparsity": weight_sparsity(deployed)}
     if ctx.latency:
-        out.update(_latency(deployed, ctx.x, ctx.repeats))
+        out.update(_latency(deployed, ctx.x, ctx.repeats, ctx.threads))
     return out
 
 
@@ -259,5 +264,5 @@ def eval_joint(ctx: Context, cfg: dict, workdir: Path | None = None, keep: Path 
            "act_bits": float(np.mean(a)) if a else float("nan"), "params": float(count_params(deployed, nonzero=True)),
            "sparsity": weight_sparsity(deployed)}
     if ctx.latency:
-        out.update(_latency(deployed, ctx.x, ctx.repeats))
+        out.update(_latency(deployed, ctx.x, ctx.repeats, ctx.threads))
     return out
