@@ -197,6 +197,8 @@ class Pt2eInductorPredictor:
     oneDNN kernels: without it there is no speed-up).  One static-shape graph per batch size."""
 
     def __init__(self, path: Path):
+        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed ops the program uses
+
         self.module = torch.export.load(str(path)).module()
         self.compiled = torch.compile(self.module, dynamic=False)
         self.description = f"PT2E X86InductorQuantizer int8 + torch.compile (inductor, freezing), torch {torch.__version__}"

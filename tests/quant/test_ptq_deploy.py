@@ -120,3 +120,14 @@ def test_pt2e_int8_matches_simulation(tmp_path, setup):
     pred = load_predictor(tmp_path, _manifest(Form("pt2e-inductor-int8", ["m.pt2"])))
     out, ref = pred(x), qm(x)
     assert (out - ref).abs().max() <= 0.05 * ref.abs().max()
+    # a fresh process (as the evaluate stage) must be able to load and run the saved program
+    import subprocess
+    import sys
+
+    torch.save(x, tmp_path / "x.pt")
+    code = ("import torch; from compress.quant.deploy import Pt2eInductorPredictor as P; "
+            f"p = P(__import__('pathlib').Path({str(path)!r})); x = torch.load({str(tmp_path / 'x.pt')!r}); "
+            f"torch.save(p(x), {str(tmp_path / 'out.pt')!r})")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert torch.allclose(torch.load(tmp_path / "out.pt"), out, atol=1e-5)
