@@ -42,7 +42,10 @@ def main() -> None:
     if not Path(C.out).exists():
         die(f"{C.out} is missing: run the calibrate stage first (dvc repro calibrate)")
     ranges_file = json.loads(Path(C.out).read_text())
-    ranges = {ab: read_ranges(ranges_file, Q.calibration, ab, C.out) for ab in {a for _, _, a in tags if a is not None}}
+    try:
+        ranges = {ab: read_ranges(ranges_file, Q.calibration, ab, C.out) for ab in {a for _, _, a in tags if a is not None}}
+    except ValueError as e:  # a stale ranges file: say which stage to rerun
+        die(f"{e} (rerun: dvc repro calibrate)")
     x_calib, _ = load_split(P.data.out, "calib")
     train, val = load_split(P.data.out, "train"), load_split(P.data.out, "val")
     fp_val = evaluate_model(baseline, *val)[1]
