@@ -18,7 +18,7 @@ import pandas as pd
 from compress.data import load_meta
 from compress.variants import Form, Manifest, write_variant
 from stages.common import die, load_params_or_exit, stage_args, write_json
-from studies.common import make_tracker, plot_study, run_study, study_name, trials_frame
+from studies.common import make_pruner, make_tracker, plot_study, run_study, study_name, trials_frame
 from studies.objectives import eval_bits, eval_sparsity, load_context
 from studies.storage import StorageError, open_storage
 
@@ -48,7 +48,7 @@ def dominated_starts(df: pd.DataFrame) -> dict[str, bool]:
     return out
 
 
-def export(kind: str, ctx, study, df: pd.DataFrame, n: int, meta: dict, seed: int) -> list[str]:
+def export(kind: str, ctx, study, df: pd.DataFrame, n: int, meta: dict, seed: int, qat: dict | None = None) -> list[str]:
     runtime = EXPORT_RUNTIME[kind] if kind != "bits" else _packed_runtime()
     if runtime is None or n == 0:
         return []
@@ -59,8 +59,10 @@ def export(kind: str, ctx, study, df: pd.DataFrame, n: int, meta: dict, seed: in
         name = f"search-{kind}-t{int(r['trial']):03d}"
         folder = Path("variants/search") / name
         folder.mkdir(parents=True, exist_ok=True)
-        evaluate = eval_bits if kind == "bits" else eval_sparsity
-        m = evaluate(ctx, cfg, keep=folder / ARTIFACT[kind])
+        if kind == "bits":  # the trial's own recipe: PTQ, or the (seeded, so identical) QAT fine-tune
+            m = eval_bits(ctx, cfg, keep=folder / ARTIFACT[kind], qat=qat)
+        else:
+            m = eval_sparsity(ctx, cfg, keep=folder / ARTIFACT[kind])
         act = [b for b in cfg.get("act_bits", {}).values() if b is not None]
         write_variant(folder, Manifest(
             variant=name, stage="search", method=f"search-{kind}", model=ctx.spec, dataset=meta["dataset"], seed=seed,
@@ -93,7 +95,7 @@ def main() -> None:
         tracker = make_tracker(P, meta, kind) if P.tracking.enabled else None
         study = run_study(spec, S.storage, name, S.n_trials, mode="total", sampler=S.sampler, seed=P.seed,
                           population_size=S.population_size, heartbeat_s=S.heartbeat_s, tracker=tracker,
-                          on_done=lambda st: plot_study(st, Path(S.out) / "figures"))
+                          on_done=lambda st: plot_study(st, Path(S.out) / "figures"), pruner=make_pruner(S))
         df = trials_frame(study)
         frames.append(df)
         base = df[df["start"].str.startswith("uniform")]
@@ -104,7 +106,8 @@ def main() -> None:
             "starts_dominated_by_search": dominated_starts(df),
             "uniform": base[["start", "accuracy", "size_bytes"]].to_dict("records"),
         }
-        exported += export(kind, ctx, study, df, S.export_front, meta, P.seed)
+        qat = {"steps": S.qat_steps, "report_every": S.qat_report_every, "lr": S.qat_lr} if S.trial_mode == "qat" else None
+        exported += export(kind, ctx, study, df, S.export_front, meta, P.seed, qat)
     trials = pd.concat(frames, ignore_index=True)
     Path(S.out).mkdir(parents=True, exist_ok=True)
     trials.to_csv(Path(S.out) / "trials.csv", index=False, float_format="%.6g")

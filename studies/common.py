@@ -42,6 +42,7 @@ class SearchSpec:
     starts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (label, optuna params)
     fingerprint: str = ""  # hash of the inputs (baseline, ranges, candidate sets): a new one = a new study
     mlflow_params: Callable[[dict[str, Any]], dict[str, Any]] = lambda cfg: cfg
+    reports: bool = False  # evaluate(cfg, report) reports intermediate values (QAT trials)
 
 
 def make_sampler(name: str, seed: int | None, population_size: int = 6) -> optuna.samplers.BaseSampler:
@@ -84,7 +85,8 @@ def count(study: optuna.Study, *states: TrialState) -> int:
 
 def run_study(spec: SearchSpec, storage_url: str, study_name: str, n_trials: int, mode: str = "total",
               sampler: str = "nsga2", seed: int | None = 0, population_size: int = 6, heartbeat_s: int = 10,
-              tracker=None, progress: bool = True, on_done: Callable[[optuna.Study], list[Path]] | None = None) -> optuna.Study:
+              tracker=None, progress: bool = True, on_done: Callable[[optuna.Study], list[Path]] | None = None,
+              pruner=None) -> optuna.Study:
     if n_trials < 1:
         raise ValueError(f"--n-trials = {n_trials} is invalid: the trial count must be a positive integer (>= 1)")
     if mode not in ("add", "total"):
@@ -121,7 +123,13 @@ def run_study(spec: SearchSpec, storage_url: str, study_name: str, n_trials: int
         trial.set_user_attr(WORKER_ATTR, worker_id())
         cfg = spec.suggest(trial)
         t0 = time.perf_counter()
-        metrics = spec.evaluate(cfg)
+        if spec.reports:
+            report = (lambda step, value, size=None: pruner.report(study, trial, step, value, size)) if pruner else (
+                lambda step, value, size=None: trial.set_user_attr(
+                    "intermediate", {**trial.user_attrs.get("intermediate", {}), str(step): value}))
+            metrics = spec.evaluate(cfg, report)
+        else:
+            metrics = spec.evaluate(cfg)
         metrics["trial_seconds"] = time.perf_counter() - t0
         trial.set_user_attr("config", cfg)
         trial.set_user_attr("metrics", {k: (float(v) if v is not None else None) for k, v in metrics.items()})
@@ -136,6 +144,12 @@ def run_study(spec: SearchSpec, storage_url: str, study_name: str, n_trials: int
         print(f"{study_name}: {done} complete trials in storage; running {n_run} more ({mode} mode, sampler {sampler})",
               file=sys.stderr)
         study.optimize(objective, n_trials=n_run, callbacks=callbacks, show_progress_bar=progress and sys.stderr.isatty())
+        # total mode: pruned trials are finished but not COMPLETE; run more until the total holds
+        for _ in range(10):
+            missing = n_trials - count(study) if mode == "total" else 0
+            if missing <= 0:
+                break
+            study.optimize(objective, n_trials=missing, callbacks=callbacks, show_progress_bar=False)
     else:
         print(f"{study_name}: already holds {done} complete trials (>= {n_trials}); nothing to run", file=sys.stderr)
     # 5. end of this worker: plot + parent metrics
@@ -210,13 +224,19 @@ def cli(kind: str, build_spec: Callable[[Any], SearchSpec], argv: list[str] | No
         seed = a.seed if a.seed is not None else P.seed * 100003 + os.getpid()
         study = run_study(spec, S.storage, name, S.n_trials, mode="total" if a.total else "add", sampler=S.sampler,
                           seed=seed, population_size=S.population_size, heartbeat_s=S.heartbeat_s, tracker=tracker,
-                          on_done=lambda st: plot_study(st, Path(S.out) / "figures"))
+                          on_done=lambda st: plot_study(st, Path(S.out) / "figures"), pruner=make_pruner(S))
     except (StorageError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{name}: {count(study)} complete, {count(study, TrialState.FAIL)} failed, "
           f"{count(study, TrialState.RUNNING)} running; Pareto front: {len(study.best_trials)} trials")
     return 0
+
+
+def make_pruner(S):
+    from studies.pruning import MedianStoppingRule
+
+    return MedianStoppingRule(S.pruner_warmup_trials) if S.pruner == "median" else None
 
 
 def study_name(P, kind: str, spec: SearchSpec) -> str:

@@ -54,6 +54,7 @@ class Context:
     repeats: int = 5
     threads: int | None = 1  # torch threads while timing (1: no spin-waiting thread pools on a shared CPU)
     fingerprints: dict[str, str] = field(default_factory=dict)  # per study kind: hash of the inputs it reads
+    train: tuple[torch.Tensor, torch.Tensor] | None = None  # the train split (QAT trials only)
 
     @property
     def layers(self) -> list[str]:
@@ -64,7 +65,7 @@ class Context:
 
 
 # the search settings that change a trial's result, per study kind
-FINGERPRINT_KEYS = {"bits": ("weight_bits", "act_bits", "calibration"), "sparsity": ("sparsity_levels",),
+FINGERPRINT_KEYS = {"bits": ("weight_bits", "act_bits", "calibration", "trial_mode", "qat_steps", "qat_lr"), "sparsity": ("sparsity_levels",),
                     "joint": ("joint_weight_bits", "act_bits", "sparsity_levels", "calibration")}
 
 
@@ -106,7 +107,8 @@ def load_context(P, need_ranges: bool = True) -> Context:
     fps = {kind: _sha(common.encode(), json.dumps({k: getattr(S, k) for k in keys}, sort_keys=True).encode(),
                       ranges_blob if kind != "sparsity" else b"")
            for kind, keys in FINGERPRINT_KEYS.items()}
-    return Context(model, spec, x, y, ranges, meta, S.latency, S.latency_repeats, S.latency_threads, fps)
+    train = load_split(P.data.out, "train") if S.trial_mode == "qat" and "bits" in S.studies else None
+    return Context(model, spec, x, y, ranges, meta, S.latency, S.latency_repeats, S.latency_threads, fps, train)
 
 
 def ranges_by_width(data: dict, method: str, widths: list[int | None], source: str) -> dict[int | None, dict]:
@@ -181,8 +183,26 @@ def weight_sparsity(model: nn.Module) -> float:
 
 
 # --------------------------------------------------------------------------- evaluators
-def eval_bits(ctx: Context, cfg: dict, workdir: Path | None = None, keep: Path | None = None) -> dict[str, float]:
-    """PTQ at a per-layer allocation: validation accuracy (simulated), packed bytes, latency.
+def qat_finetune(ctx: Context, qm: nn.Module, steps: int, report_every: int, lr: float, seed: int = 0,
+                 report=None) -> nn.Module:
+    """A short QAT fine-tune of the fake-quantized model (STE; fixed calibrated activation ranges),
+    validating every ``report_every`` steps; ``report(step, val_acc)`` may raise to stop it."""
+    from compress.config import TrainConfig
+    from compress.train import fit
+
+    if ctx.train is None:
+        raise ValueError("search.trial_mode = 'qat' needs the train split in the context")
+    cfg = TrainConfig(epochs=1, batch_size=128, optimizer="adam", lr=lr, schedule="constant", max_iterations=steps,
+                      eval_every=report_every, device="cpu")
+    fit(qm, ctx.train, (ctx.x, ctx.y), cfg, seed=seed, desc="qat-trial", progress=False,
+        on_eval=(lambda r: report(int(r["iteration"]), float(r["val_acc"]))) if report else None)
+    return qm.eval()
+
+
+def eval_bits(ctx: Context, cfg: dict, workdir: Path | None = None, keep: Path | None = None,
+              qat: dict | None = None, report=None) -> dict[str, float]:
+    """PTQ (or, with ``qat={"steps", "report_every", "lr"}``, a short QAT fine-tune) at a per-layer
+    allocation: validation accuracy (simulated), packed bytes, latency.
 
     The artifact is the quant family's packed form (``compress.quant.ptq.save_packed_model``:
     bit-packed codes + scales + activation ranges, runtime ``packed``); it must reload to
@@ -192,7 +212,13 @@ def eval_bits(ctx: Context, cfg: dict, workdir: Path | None = None, keep: Path |
     from compress.quant.ptq import load_packed_model, save_packed_model
 
     wbits, abits = cfg["weight_bits"], cfg["act_bits"]
-    qm = quantize_model(ctx.model, wbits, abits, layer_ranges(ctx.ranges, abits)).eval()
+    qm = quantize_model(ctx.model, wbits, abits, layer_ranges(ctx.ranges, abits)).eval()  # a deep copy: QAT trains it
+    if qat:
+        if report is not None:  # the bytes are fixed by the bit widths: known before training (for the pruner)
+            with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+                size0 = save_packed_model(qm, Path(tmp) / "m.cspk").stat().st_size
+            report = (lambda step, value, r=report: r(step, value, size0))
+        qat_finetune(ctx, qm, qat["steps"], qat["report_every"], qat["lr"], report=report)
     _, acc = evaluate_model(qm, ctx.x, ctx.y)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = keep or Path(tmp) / "model.cspk"
