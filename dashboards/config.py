@@ -12,7 +12,7 @@ class ReportConfig(Section):
     pareto: str = "reports/pareto.csv"
     figures: str = "reports/figures"
     out: str = "reports/report.md"
-    plot_globs: list[str] = Field(default_factory=lambda: ["plots/**/*.png", "reports/**/*.png"],
+    plot_globs: list[str] = Field(default_factory=lambda: ["plots/**/*.png", "reports/**/*.png", "search/figures/*.png"],
                                   description="other stages' figures embedded in the report")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the replicate intervals")
     heatmap_top: int = Field(10, ge=1, description="bit-allocation trials shown in the heat-map")

@@ -105,15 +105,17 @@ def bits_heatmap(pts: pd.DataFrame, path: Path, top: int = 10) -> Path | None:
         on_front = bool(r.get("front_acc_size", False))
         start = str(r.get("start", "") or "")
         if on_front or start not in ("", "nan"):
-            label = f"{r['name']} acc {r['accuracy']:.3f}, {r['size_bytes'] / 1024:.1f} KiB" + (f" [{start}]" if start not in ("", "nan") else "")
+            short = str(r["name"]).rsplit("-", 1)[-1]  # t008
+            label = f"{short} {r['accuracy'] * 100:.1f}% {r['size_bytes'] / 1024:.1f} KiB" + (f" [{start}]" if start not in ("", "nan") else "")
             rows[label] = wb
         if len(rows) >= top:
             break
     if not rows:
         return None
     hm = pd.DataFrame(rows).T  # (trials, layers)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * hm.shape[1], 1.2 + 0.45 * hm.shape[0]))
+    fig, ax = plt.subplots(figsize=(4.5 + 0.8 * hm.shape[1], 1.5 + 0.45 * hm.shape[0]))
     sns.heatmap(hm.astype(float), annot=True, fmt=".0f", cmap="viridis", cbar_kws={"label": "weight bits"}, ax=ax)
+    ax.tick_params(axis="x", labelrotation=45)
     ax.set_title("weight bits per layer: Pareto-optimal and starting trials", fontsize=10)
     ax.set_xlabel("layer")
     fig.tight_layout()
