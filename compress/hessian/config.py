@@ -26,14 +26,19 @@ class FinetuneConfig(Section):
     eval_every: int = Field(0, ge=0)
 
 
-class HessianConfig(Section):
-    """How the Hessian of the training loss is probed (calibration split, never test)."""
+class ProbeConfig(Section):
+    """Which calibration batches (never test) define the loss, and how many random probes."""
 
     batch_size: int = Field(256, ge=1, description="calibration images per HVP batch")
     batches: int = Field(2, ge=1, description="HVP batches (the loss is their mean)")
+    samples: int = Field(16, ge=1, description="Rademacher probes (trace / diagonal)")
+
+
+class HessianConfig(ProbeConfig):
+    """ProbeConfig + the power iteration's stopping rule (HAWQ)."""
+
     tol: float = Field(1e-3, description="power iteration: relative change of the Rayleigh quotient to stop")
     max_iters: int = Field(100, ge=1, description="power iteration: maximum HVPs per block")
-    samples: int = Field(16, ge=1, description="Hutchinson Rademacher samples (trace / diagonal)")
 
     @field_validator("tol")
     @classmethod
@@ -109,7 +114,7 @@ class HawqConfig(Section):
 
 
 class ObdConfig(Section):
-    hessian: HessianConfig = Field(default_factory=lambda: HessianConfig(samples=32))
+    hessian: ProbeConfig = Field(default_factory=lambda: ProbeConfig(samples=32))
     diag: Literal["ggn", "hutchinson", "exact"] = Field(
         "ggn", description="H_ii estimator: 'ggn' (Rademacher Gauss-Newton, never negative), 'hutchinson' "
                            "(z*Hz HVP probes), 'exact' (one HVP per weight: small models only)")

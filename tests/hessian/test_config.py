@@ -7,7 +7,7 @@ from compress.config import ConfigError, validate_params
 @pytest.mark.parametrize("raw, key, words", [
     ({"hawq": {"hessian": {"tol": 0}}}, "hawq.hessian.tol = 0", "must be > 0"),
     ({"hawq": {"hessian": {"tol": -1e-3}}}, "hawq.hessian.tol = -0.001", "must be > 0"),
-    ({"obd": {"hessian": {"tol": 0.0}}}, "obd.hessian.tol = 0.0", "must be > 0"),
+    ({"obd": {"hessian": {"samples": 0}}}, "obd.hessian.samples = 0", "greater than or equal to 1"),
     ({"hawq": {"budgets_avg_bits": [1.5, 3]}}, "hawq.budgets_avg_bits = [1.5, 3]", "below 2 bits, the smallest of hawq.bit_candidates"),
     ({"hawq": {"bit_candidates": [3, 4], "budgets_avg_bits": [2.5]}}, "hawq.budgets_avg_bits = [2.5]", "below 3 bits"),
     ({"hawq": {"blocks": "rows"}}, "hawq.blocks", "layer"),
@@ -23,6 +23,11 @@ def test_bad_values_are_one_line_errors_naming_the_key(raw, key, words):
         validate_params(raw)
     msg = str(e.value)
     assert "\n" not in msg and key in msg and words in msg, msg
+
+
+def test_obd_has_no_power_iteration_knobs():
+    with pytest.raises(ConfigError, match="unknown key 'obd.hessian.tol'"):
+        validate_params({"obd": {"hessian": {"tol": 1e-3}}})
 
 
 def test_defaults_are_valid():
