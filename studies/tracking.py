@@ -64,7 +64,7 @@ class StudyTracker:
 
     # ------------------------------------------------------------------ trials
     def log_trial(self, study, number: int, params: dict[str, str], metrics: dict[str, float], tags: dict[str, str]) -> str:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         parent = self.parent_id(study)
         run = self.client.create_run(self.experiment_id, run_name=f"{study.study_name}-t{number:03d}",
