@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from compress.config import validate_params
 from dashboards.report import generate, runtime_family
 
-from conftest import synthetic_trials, synthetic_variants
+from .conftest import synthetic_trials, synthetic_variants
 
 
 def _project(tmp_path, variants: pd.DataFrame, substituted: bool = False, trials: bool = True):
@@ -35,11 +34,7 @@ def _project(tmp_path, variants: pd.DataFrame, substituted: bool = False, trials
     plt.plot([0, 1])
     plt.savefig(tmp_path / "plots" / "prune" / "sparsity_curve.png")
     plt.close()
-    cfg = validate_params({"report": {k: str(tmp_path / v) for k, v in {
-        "variants": "reports/variants.csv", "trials": "search/trials.csv", "pareto": "reports/pareto.csv",
-        "figures": "reports/figures", "out": "reports/report.md"}.items()}}).report
-    cfg.plot_globs = [str(tmp_path / "plots/**/*.png").lstrip("/")]
-    return cfg
+    return validate_params({}).report
 
 
 @pytest.fixture
@@ -49,11 +44,7 @@ def cwd(tmp_path, monkeypatch):
 
 
 def _cfg(cwd, variants, **kw):
-    cfg = _project(cwd, variants, **kw)
-    for k in ("variants", "trials", "pareto", "figures", "out"):
-        setattr(cfg, k, str(Path(getattr(cfg, k)).relative_to(cwd)))
-    cfg.plot_globs = ["plots/**/*.png", "reports/**/*.png"]
-    return cfg
+    return _project(cwd, variants, **kw)  # the default report section, relative to the project (cwd)
 
 
 def test_report_answers_with_this_runs_numbers(cwd):

@@ -72,10 +72,3 @@ def worker_env() -> dict:
     env["OMP_NUM_THREADS"] = "1"
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
-
-
-def run_cli(kind: str, params: Path, *args: str, timeout: float = 120, **kw):
-    import subprocess
-
-    return subprocess.run([sys.executable, "-m", f"studies.{kind}", "--params", str(params), *args], cwd=ROOT,
-                          env=worker_env(), capture_output=True, text=True, timeout=timeout, **kw)

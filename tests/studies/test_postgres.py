@@ -12,8 +12,8 @@ from optuna.trial import TrialState
 
 from studies.common import count, load_study, run_study
 
-from pg import PgServer, pg_bin
-from studies_toy import toy_spec
+from .pg import PgServer, pg_bin
+from .studies_toy import toy_spec
 
 pytestmark = pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL server binaries (/usr/lib/postgresql/*/bin) not "
                                 "installed: apt-get install -y postgresql (done by .ci/run)")
@@ -59,7 +59,7 @@ def test_cli_workers_on_postgresql(pg_url, tiny_project, tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT, worker_env
+    from .conftest import ROOT, worker_env
 
     cmd = [sys.executable, "-m", "studies.bits", "--params", str(tiny_project), "--storage", pg_url, "--study", "cli-pg",
            "--n-trials", "3", "--no-mlflow"]

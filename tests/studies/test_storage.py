@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from studies.common import count, load_study, run_study
 from studies.storage import StorageError, open_storage, reap_dead_workers, worker_id
 
-from studies_toy import CALLS, toy_spec
+from .studies_toy import CALLS, toy_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CTX = mp.get_context("fork")

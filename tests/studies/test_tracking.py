@@ -12,7 +12,7 @@ from studies import bits as bits_study
 from studies.common import count, make_tracker, plot_study, run_study, trials_frame
 from studies.tracking import METRICS
 
-from studies_toy import toy_spec
+from .studies_toy import toy_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SHARED = ["accuracy", "size_bytes", "latency_ms_b1", "latency_ms_b256", "params", "avg_weight_bits", "sparsity"]
