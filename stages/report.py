@@ -14,7 +14,10 @@ from stages.common import die, git_commit, load_params_or_exit, mlflow_run, stag
 def main() -> None:
     args = stage_args(__doc__)
     P = load_params_or_exit(args.params)
-    meta = load_meta(P.data.out)
+    try:
+        meta = load_meta(P.data.out)
+    except FileNotFoundError as e:
+        die(str(e))
     with mlflow_run(P, "report", ["report"], meta) as mlf:
         try:
             out = generate(P.report, commit=git_commit())

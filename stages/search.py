@@ -79,8 +79,8 @@ def main() -> None:
     args = stage_args(__doc__)
     P = load_params_or_exit(args.params)
     S = P.search
-    meta = load_meta(P.data.out)
     try:
+        meta = load_meta(P.data.out)
         open_storage(S.storage, S.heartbeat_s)  # unreachable storage: one line, before any trial
         ctx = load_context(P, need_ranges=any(k in ("bits", "joint") for k in S.studies))
     except (StorageError, FileNotFoundError, ValueError) as e:
