@@ -90,7 +90,7 @@ def main() -> None:
             wbits, abits = parse_tag(tag)
             for method in Q.methods:
                 ranges = read_ranges(ranges_file, method, abits, C.out)
-                ws, as_ = int_specs(wbits, abits, Q.weight_granularity, Q.group_size, Q.rounding)
+                ws, as_ = int_specs(wbits, abits, Q.weight_granularity, Q.group_size, Q.rounding, Q.weight_symmetric)
                 qm = build_int_sim(base, wbits, abits, ranges, ws, as_)
                 name = f"ptq-{tag}-{method}"
                 folder = out / name
@@ -98,8 +98,9 @@ def main() -> None:
                 sim = write_sim(folder, base, int_sim_cfg(wbits, abits, ranges, ws, as_))
                 extra = {"calibration": method, "wbits": wbits, "abits": abits, "weight_granularity": Q.weight_granularity,
                          "rounding": Q.rounding}
-                what = f"W{wbits}A{abits} PTQ, weights {Q.weight_granularity} symmetric, activations per-tensor ({method} ranges)"
-                if wbits == 8 and abits == 8 and method in ort_methods:
+                what = (f"W{wbits}A{abits} PTQ, weights {Q.weight_granularity} {'symmetric' if ws.symmetric else 'asymmetric'}, "
+                        f"activations per-tensor ({method} ranges)")
+                if wbits == 8 and abits == 8 and method in ort_methods and ws.symmetric and Q.weight_granularity == "channel":
                     fp32 = export_onnx(simulated_float_model(qm, base), Path(tmp) / f"{name}.onnx", x_calib[:2])
                     quantize_onnx_int8(fp32, folder / "model.int8.onnx", x_calib, ranges)
                     deploy = Form("onnxruntime-int8", ["model.int8.onnx"])
@@ -110,7 +111,7 @@ def main() -> None:
                     deploy = Form("packed", ["model.cspk"])
                     notes = f"{what}; {wbits}-bit weights bit-packed; runs dequantized on fp32 kernels (no int{wbits} kernels on this CPU)"
                 variant(name, "ptq", wbits, abits, deploy, sim, qm, notes, extra)
-                if tag == "w8a8" and method in Q.pt2e_methods:
+                if tag == "w8a8" and method in Q.pt2e_methods and ws.symmetric and Q.weight_granularity == "channel":
                     name2 = f"{name}-pt2e"
                     f2 = out / name2
                     f2.mkdir(parents=True)

@@ -78,6 +78,8 @@ class PTQConfig(Section):
     bits: list[str] = Field(default_factory=lambda: ["w8a8", "w6a8", "w4a8", "w4a4", "w2a8"])
     methods: list[str] = Field(default_factory=lambda: list(OBSERVERS), description="calibration methods (subset of calibrate.methods)")
     weight_granularity: Literal["channel", "tensor", "group"] = "channel"
+    weight_symmetric: bool = Field(True, description="symmetric weights (restricted range +-q_max, what int8 kernels take); "
+                                                     "false: asymmetric (all 2^b levels, e.g. 4 instead of 3 at 2 bits)")
     group_size: int = Field(128, ge=1)
     rounding: Literal["nearest", "down", "up", "stochastic"] = "nearest"
     floats: list[str] = Field(default_factory=lambda: ["fp16", "bf16", "fp8_e4m3", "fp8_e5m2"])

@@ -32,8 +32,9 @@ from compress.variants import Form
 
 
 def int_specs(wbits: int, abits: int | None, granularity: str = "channel", group_size: int = 128,
-              rounding: str = "nearest") -> tuple[QuantSpec, QuantSpec | None]:
-    ws = weight_spec(8, granularity=granularity, group_size=group_size, rounding=rounding).with_bits(wbits)
+              rounding: str = "nearest", symmetric: bool = True) -> tuple[QuantSpec, QuantSpec | None]:
+    ws = weight_spec(8, granularity=granularity, group_size=group_size, rounding=rounding,
+                     symmetric=symmetric).with_bits(wbits)
     return ws, (act_spec(abits) if abits is not None else None)
 
 

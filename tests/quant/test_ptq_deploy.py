@@ -131,3 +131,16 @@ def test_pt2e_int8_matches_simulation(tmp_path, setup):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-1500:]
     assert torch.allclose(torch.load(tmp_path / "out.pt"), out, atol=1e-5)
+
+
+def test_two_bit_symmetric_has_three_levels_asymmetric_four(setup):
+    m, _, _ = setup
+    w = m.fc1.weight.detach()
+    from compress.quant.fakequant import fake_quant_weight
+
+    sym, _ = int_specs(2, None, symmetric=True)
+    asym, _ = int_specs(2, None, symmetric=False)
+    levels = lambda spec: max(len(r.unique()) for r in fake_quant_weight(w, spec))  # noqa: E731
+    assert levels(sym) == 3 and levels(asym) == 4
+    err = lambda spec: (fake_quant_weight(w, spec) - w).pow(2).mean()  # noqa: E731
+    assert err(asym) < err(sym)
