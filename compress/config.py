@@ -155,6 +155,19 @@ def _params_model() -> type[BaseModel]:
     return create_model("Params", __config__=ConfigDict(extra="forbid"), **fields)
 
 
+def _allowed_keys(model: Any, path: list[str]) -> list[str]:
+    """Field names of the (possibly nested) section model that ``path`` leads to."""
+    import typing
+
+    for p in path:
+        if model is None or p not in getattr(model, "model_fields", {}):
+            return []
+        ann = model.model_fields[p].annotation
+        candidates = [ann, *typing.get_args(ann)]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return list(model.model_fields) if model is not None else []
+
+
 def _format_error(err: ValidationError, source: str, raw: dict) -> str:
     e = err.errors()[0]
     loc = [str(p) for p in e["loc"]]
@@ -180,8 +193,7 @@ def _format_error(err: ValidationError, source: str, raw: dict) -> str:
         if len(loc) == 1:
             allowed = ["seed", *sections]
         else:
-            model = sections.get(loc[0])
-            allowed = list(model.model_fields) if model is not None and len(loc) == 2 else []
+            allowed = _allowed_keys(sections.get(loc[0]), loc[1:-1])
         where = f"in {parent}" if parent else "at the top level"
         return f"{source}: unknown key {key!r} {where}; allowed keys: {', '.join(allowed)}"
     if e["type"] == "literal_error":

@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,8 +96,9 @@ def mlflow_run(params, stage: str, sections: list[str], dataset_meta: dict | Non
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or tcfg.uri
-    mlflow.set_tracking_uri(uri)
+    # params.yaml is the one source of truth: mlflow.set_tracking_uri() also writes the
+    # MLFLOW_TRACKING_URI variable, so reading it back would leak one run's store into the next.
+    mlflow.set_tracking_uri(tcfg.uri)
     mlflow.set_experiment(tcfg.experiment)
     section_data = {s: getattr(params, s).model_dump(mode="json") for s in sections}
     tags = {

@@ -194,7 +194,8 @@ def cli(kind: str, build_spec: Callable[[Any], SearchSpec], argv: list[str] | No
     ap.add_argument("--total", action="store_true", help="run until the study holds --n-trials COMPLETE trials instead")
     ap.add_argument("--sampler", help="nsga2 | tpe | random (default: search.sampler)")
     ap.add_argument("--seed", type=int, help="sampler seed (default: params seed + pid, so parallel workers differ)")
-    ap.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or tracking.uri)")
+    ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI as set when the worker starts, else tracking.uri)")
     ap.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     a = ap.parse_args(argv)
     try:
@@ -251,7 +252,7 @@ def make_tracker(P, meta: dict | None, kind: str, tracking_uri: str | None = Non
     if meta:
         tags["dataset"] = meta["dataset"]
         tags["dataset_substituted"] = str(bool(meta.get("substituted", False))).lower()
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or P.tracking.uri
+    uri = tracking_uri or P.tracking.uri  # not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes it
     return StudyTracker(uri, P.tracking.experiment, tags)
 
 

@@ -43,3 +43,20 @@ def test_load_params_reports_bad_yaml_and_missing_file(tmp_path):
     bad.write_text(yaml.safe_dump({"seed": -3}))
     with pytest.raises(ConfigError, match="seed = -3"):
         load_params(bad)
+
+
+def test_unknown_nested_key_lists_the_allowed_nested_keys():
+    from compress.config import all_sections
+
+    if "obd" not in all_sections():
+        pytest.skip("the obd family is not part of this checkout")
+    with pytest.raises(ConfigError) as e:
+        validate_params({"obd": {"hessian": {"tol": 1e-3}}})
+    msg = str(e.value)
+    assert "unknown key 'obd.hessian.tol' in obd.hessian; allowed keys: batch_size, batches, samples" in msg, msg
+
+
+def test_tiny_e2e_params_are_valid():
+    from tests.tiny_params import tiny_params
+
+    validate_params(tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text()), "sqlite:///x.db"))

@@ -13,7 +13,7 @@ class Replace(dict):
 
 
 _FT = {"epochs": 1, "max_iterations": 8}
-_HESS = {"batch_size": 64, "batches": 1, "max_iters": 8, "samples": 2}
+_HESS = {"batch_size": 64, "batches": 1, "samples": 2}
 
 TINY: dict[str, dict] = {
     "data": {"source": "digits", "val_size": 200, "calib_size": 128},
@@ -29,7 +29,7 @@ TINY: dict[str, dict] = {
     "prune": {"finetune": _FT, "variants": Replace({"mag-global-90": {"method": "magnitude", "scope": "global", "sparsity": 0.9},
                                                     "struct-l1-50": {"method": "structured", "sparsity": 0.5, "norm": "l1"}})},
     "lottery": {"seeds": [0], "target_remaining": 0.6, "iterations": 16, "eval_every": 8, "controls": ["reinit"]},
-    "hawq": {"hessian": _HESS, "budgets_avg_bits": [3.0], "uniform_bits": [3], "seeds": [0], "finetune": _FT, "landscape_points": 5},
+    "hawq": {"hessian": {**_HESS, "max_iters": 8}, "budgets_avg_bits": [3.0], "uniform_bits": [3], "seeds": [0], "finetune": _FT, "landscape_points": 5},
     "obd": {"hessian": _HESS, "rounds": 1, "retrain": _FT, "curve_points": 4, "loss_samples": 300, "compare_hutchinson": False},
     "search": {"n_trials": 3, "population_size": 2, "eval_size": 200, "latency_repeats": 1, "export_front": 1},
 }
