@@ -25,7 +25,8 @@ def main() -> None:
     out = Path("plots/sr")
     out.mkdir(parents=True, exist_ok=True)
     meta = load_meta(P.data.out) if T.enabled else None
-    with mlflow_run(P, "sr", ["sr"] + (["data"] if T.enabled else []), meta) as mlf:
+    with mlflow_run(P, "sr", ["sr"] + (["data"] if T.enabled else []), meta,
+                    extra_tags=None if T.enabled else {"dataset": "none (synthetic)"}) as mlf:
         # 1. stagnation demo
         r = stagnation_demo(S.format, S.target, S.x0, S.lr, S.steps, S.sr_runs, S.rounded, S.seed)
         summary = {"format": S.format, "t": get_format(S.format).t, **r.summary(S.target)}
@@ -63,6 +64,8 @@ def main() -> None:
                                           "train_size": len(train[1]), "optimizer": "sgd (no momentum)", **res,
                                           "sr_minus_rn_val_acc_pp": 100 * (res["stochastic"]["val_acc"] - res["nearest"]["val_acc"])}
             summary.update({"dataset": meta["dataset"], "dataset_substituted": meta["substituted"]})
+        else:  # the stagnation demo alone reads no data
+            summary.update({"dataset": "none (synthetic f(x) = (x - target)^2)", "dataset_substituted": False})
     write_json("metrics/sr.json", summary)
     print(f"sr: RN stalls at x = {summary['rn_final']:g} (step {summary['rn_stall_step']}), SR mean ends at "
           f"{summary['sr_final_mean']:g}; target {S.target:g}")

@@ -248,7 +248,10 @@ def make_tracker(P, meta: dict | None, kind: str, tracking_uri: str | None = Non
     from stages.common import git_commit
     from studies.tracking import StudyTracker
 
-    tags = {"stage": "search", "study_kind": kind, "git_commit": git_commit(), "seed": str(P.seed)}
+    from compress.config import section_hash
+
+    tags = {"stage": "search", "study_kind": kind, "git_commit": git_commit(), "seed": str(P.seed),
+            "params_hash": section_hash({"search": P.search.model_dump(mode="json")})}
     if meta:
         tags["dataset"] = meta["dataset"]
         tags["dataset_substituted"] = str(bool(meta.get("substituted", False))).lower()
