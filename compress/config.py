@@ -73,17 +73,36 @@ class ModelConfig(Section):
         return self
 
 
-class TrainConfig(Section):
-    epochs: int = Field(8, ge=1)
+class FitConfig(Section):
+    """The knobs :func:`compress.train.fit` reads. Every training or fine-tuning section shares them;
+    a family that wants other defaults derives its section with :func:`fit_config`."""
+
+    epochs: int = Field(1, ge=1)
     batch_size: int = Field(128, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
     max_iterations: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     eval_every: int = Field(0, ge=0, description="validate every N iterations (0: once per epoch)")
-    augment_shift: int = Field(0, ge=0, le=8, description="random translation of training images, in pixels")
+
+
+def fit_config(name: str, doc: str, **defaults: Any) -> type[FitConfig]:
+    """A :class:`FitConfig` subclass with other defaults; the constraints stay those of FitConfig."""
+    import copy
+
+    fields: dict[str, Any] = {}
+    for key, value in defaults.items():
+        base = FitConfig.model_fields[key]
+        info = copy.copy(base)
+        info.default = value
+        fields[key] = (base.annotation, info)
+    return create_model(name, __base__=FitConfig, __doc__=doc, **fields)
+
+
+class TrainConfig(fit_config("_BaselineFit", "fit knobs of the baseline", epochs=12, lr=2e-3, schedule="onecycle")):
+    augment_shift: int = Field(2, ge=0, le=8, description="random translation of training images, in pixels")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compiled_variant: bool = False
     out: str = "models/baseline"

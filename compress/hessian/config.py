@@ -9,21 +9,12 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from compress.config import Section
+from compress.config import Section, fit_config
 
 
-class FinetuneConfig(Section):
-    """A short training run for :func:`compress.train.fit` (same knobs as ``train``)."""
-
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
-    max_iterations: int | None = Field(30, ge=1, description="optimizer steps per fine-tune (per block for HAWQ)")
-    eval_every: int = Field(0, ge=0)
+FinetuneConfig = fit_config(
+    "FinetuneConfig", "A short training run (same knobs as ``train``); max_iterations is per block for HAWQ.",
+    epochs=1, lr=1e-4, schedule="cosine", max_iterations=30)
 
 
 class ProbeConfig(Section):

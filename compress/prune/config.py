@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from compress.config import Section
+from compress.config import Section, fit_config
 
 
 def _sparsity(v: float) -> float:
@@ -23,18 +23,9 @@ def _rate(v: float) -> float:
     return v
 
 
-class FinetuneConfig(Section):
-    """Training after pruning (fields as in ``train``; ``fit`` reads them)."""
-
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
-    max_iterations: int | None = Field(150, ge=1, description="cap per fine-tuning phase (null: epochs decide)")
-    eval_every: int = Field(0, ge=0)
+FinetuneConfig = fit_config(
+    "FinetuneConfig", "Training after pruning (same knobs as ``train``); max_iterations caps each phase.",
+    epochs=1, lr=2e-3, schedule="cosine", max_iterations=150)
 
 
 class PruneVariant(Section):

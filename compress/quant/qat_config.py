@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from compress.config import Section
+from compress.config import Section, fit_config
 
 QAT_WBITS = (2, 8)  # weight bits a QAT variant may use (1 bit is BinaryConnect's job)
 QAT_ABITS = (2, 16)  # activation bits (None = float activations, written "w4" without "a")
@@ -30,18 +30,8 @@ def parse_bits(tag: str) -> tuple[int, int | None]:
     return w, a
 
 
-class _FitKnobs(Section):
-    """The knobs compress.train.fit reads (same names and meaning as the ``train`` section)."""
-
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
-    max_iterations: int | None = Field(None, ge=1)
-    eval_every: int = Field(0, ge=0)
+_FitKnobs = fit_config("_FitKnobs", "The knobs compress.train.fit reads (as in ``train``).", epochs=2, lr=1e-4,
+                       schedule="cosine")
 
 
 class QATConfig(_FitKnobs):

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from compress.config import Section
+from compress.config import Section, fit_config
 
 # The dense models the stage can start from: (registry name, kwargs).  "baseline" = models/baseline.
 REFERENCE_MODELS: dict[str, tuple[str, dict]] = {
@@ -15,18 +15,8 @@ REFERENCE_MODELS: dict[str, tuple[str, dict]] = {
 }
 
 
-class MonarchTrain(Section):
-    """Training knobs for compress.train.fit (same meaning as the ``train`` section)."""
-
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    max_iterations: int | None = Field(None, ge=1)
-    eval_every: int = Field(0, ge=0)
+MonarchTrain = fit_config("MonarchTrain", "Training knobs for compress.train.fit (as in ``train``).", epochs=5, lr=2e-3,
+                          schedule="onecycle")
 
 
 class MonarchConfig(Section):
