@@ -115,3 +115,11 @@ def test_bad_params_stop_the_stage_with_one_line(pipeline, tmp_path):
     assert p.returncode == 2
     err = [line for line in p.stderr.splitlines() if line.strip()]
     assert err == [f"error: {tmp_path / 'bad.yaml'}: train.epochs = 0 is invalid: Input should be greater than or equal to 1"]
+
+
+def test_forced_repro_gives_identical_summary(pipeline):
+    """`dvc repro -f` reruns every stage; the deterministic metrics must not move."""
+    work, env, _ = pipeline
+    first = (work / "metrics/summary.json").read_text()
+    _run([sys.executable, "-m", "dvc", "repro", "-f"], work, env)
+    assert (work / "metrics/summary.json").read_text() == first
