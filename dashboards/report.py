@@ -67,8 +67,18 @@ def runtime_family(desc: str) -> str:
     return "fp32 eager"
 
 
+BASELINE_METHODS = ("baseline", "fp32-mlp")  # fp32 references: the train stage's, monarch's dense MLP, BinaryConnect's MLP
+
+
+def _eager_baselines(v: pd.DataFrame) -> pd.DataFrame:
+    return v[v["method"].isin(BASELINE_METHODS) & ~v["runtime"].astype(str).str.contains("compile", case=False)]
+
+
 def pick_baseline(v: pd.DataFrame) -> pd.Series | None:
-    cand = v[(v["method"] == "baseline") & ~v["runtime"].astype(str).str.contains("compile", case=False)]
+    """The pipeline's fp32 baseline: the train stage's eager one when present."""
+    cand = _eager_baselines(v)
+    if "stage" in v and (cand["stage"] == "train").any():
+        cand = cand[cand["stage"] == "train"]
     if cand.empty:
         cand = v[v["method"] == "baseline"]
     if cand.empty:
@@ -77,14 +87,27 @@ def pick_baseline(v: pd.DataFrame) -> pd.Series | None:
 
 
 def enrich(v: pd.DataFrame, base: pd.Series | None) -> pd.DataFrame:
+    """Δ accuracy, size ratio and speed-ups of each variant against ITS fp32 reference: an fp32
+    baseline written by the same stage (monarch's dense MLP, BinaryConnect's fp32 MLP), else the
+    pipeline baseline when the variant is of the same model, else none (n/a)."""
     v = v.copy()
     if base is None:
         return v
-    v["d_acc"] = v["accuracy"] - base["accuracy"]
-    v["d_acc_sim"] = v["accuracy_sim"] - base["accuracy"]
-    v["size_ratio"] = base["size_bytes"] / v["size_bytes"]
-    v["speedup_b1"] = base["latency_ms_b1"] / v["latency_ms_b1"]
-    v["speedup_b256"] = base["latency_ms_b256"] / v["latency_ms_b256"]
+    refs = _eager_baselines(v)
+    cols = ["accuracy", "size_bytes", "latency_ms_b1", "latency_ms_b256"]
+    ref = pd.DataFrame(np.nan, index=v.index, columns=cols)
+    for i, row in v.iterrows():
+        own = refs[refs["stage"] == row["stage"]] if "stage" in v else refs.iloc[0:0]
+        if not own.empty:
+            ref.loc[i] = own.iloc[0][cols].astype(float).values
+        elif row.get("model") == base.get("model"):
+            ref.loc[i] = base[cols].astype(float).values
+    v["baseline_ref"] = ref["accuracy"]
+    v["d_acc"] = v["accuracy"] - ref["accuracy"]
+    v["d_acc_sim"] = v["accuracy_sim"] - ref["accuracy"]
+    v["size_ratio"] = ref["size_bytes"] / v["size_bytes"]
+    v["speedup_b1"] = ref["latency_ms_b1"] / v["latency_ms_b1"]
+    v["speedup_b256"] = ref["latency_ms_b256"] / v["latency_ms_b256"]
     v["family"] = v["runtime"].map(runtime_family)
     return v
 
@@ -96,7 +119,7 @@ def method_table(v: pd.DataFrame) -> pd.DataFrame:
         "sparsity": v["sparsity"].map(lambda s: f"{s:.2f}"),
         "accuracy": v["accuracy"].map(_pct),
         "acc (sim)": v["accuracy_sim"].map(_pct),
-        "Δ vs fp32": v.get("d_acc", pd.Series(np.nan, index=v.index)).map(_pp),
+        "Δ vs its fp32": v.get("d_acc", pd.Series(np.nan, index=v.index)).map(_pp),
         "size": v["size_bytes"].map(_bytes),
         "× smaller": v.get("size_ratio", pd.Series(np.nan, index=v.index)).map(lambda r: "n/a" if pd.isna(r) else f"{r:.1f}×"),
         "ms b1": v["latency_ms_b1"].map(_ms),
@@ -299,12 +322,20 @@ def build_report(variants: pd.DataFrame, trials: pd.DataFrame, pareto: pd.DataFr
         others = v[v["variant"] != base["variant"]]
         if len(others):
             f1, f256 = others.loc[others["speedup_b1"].idxmax()], others.loc[others["speedup_b256"].idxmax()]
-            sm = others.loc[others["size_ratio"].idxmax()]
-            L += [f"- **Inference time**: the fastest variant at batch 256 is `{f256['variant']}` ({f256['speedup_b256']:.2f}× vs fp32, "
-                  f"{f256['runtime']}); at batch 1 `{f1['variant']}` ({f1['speedup_b1']:.2f}×). Variants whose artifact is "
-                  f"decoded to fp32 at load do not get faster (see below).",
-                  f"- **Size**: down to {int(sm['size_bytes']):,} bytes (`{sm['variant']}`, {sm['size_ratio']:.1f}× smaller) at "
-                  f"{_pct(sm['accuracy'])} accuracy."]
+            L += [f"- **Inference time**: the fastest variant at batch 256 is `{f256['variant']}` ({f256['speedup_b256']:.2f}× vs "
+                  f"its fp32 reference, {f256['runtime']}); at batch 1 `{f1['variant']}` ({f1['speedup_b1']:.2f}×). Variants whose "
+                  f"artifact is decoded to fp32 at load do not get faster (see below)."]
+            same = others[others["model"] == base["model"]]
+            if len(same):
+                sm = same.loc[same["size_bytes"].idxmin()]
+                good = same[same["accuracy"] >= base["accuracy"] - 0.01]
+                text = (f"- **Size** ({base['model']}): the smallest artifact is `{sm['variant']}`, {int(sm['size_bytes']):,} bytes "
+                        f"({base['size_bytes'] / sm['size_bytes']:.1f}× smaller than fp32) at {_pct(sm['accuracy'])}")
+                if len(good):
+                    sg = good.loc[good["size_bytes"].idxmin()]
+                    text += (f"; the smallest within 1 pp of the baseline's accuracy is `{sg['variant']}`, "
+                             f"{int(sg['size_bytes']):,} bytes ({base['size_bytes'] / sg['size_bytes']:.1f}× smaller) at {_pct(sg['accuracy'])}")
+                L.append(text + ".")
         L.append("")
     # per-stage sections, in the order stages appear; train (baseline) first
     order = {"train": 0, "ptq": 1, "qat": 2, "search": 99}

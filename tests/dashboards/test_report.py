@@ -97,3 +97,29 @@ def test_missing_variants_table_is_a_clear_error(cwd):
 ])
 def test_runtime_families(desc, fam):
     assert runtime_family(desc) == fam
+
+
+def test_each_variant_is_compared_with_its_own_fp32_reference():
+    import pandas as pd
+
+    from dashboards.report import enrich, pick_baseline
+
+    rows = [  # a stage's own fp32 reference comes before the pipeline baseline in the table
+        dict(variant="monarch-dense-ref", stage="monarch", method="baseline", model="mlp", accuracy=0.98, size_bytes=8000,
+             latency_ms_b1=1.0, latency_ms_b256=8.0, runtime="PyTorch eager, fp32"),
+        dict(variant="monarch-finetuned", stage="monarch", method="monarch", model="mlp", accuracy=0.97, size_bytes=1000,
+             latency_ms_b1=0.5, latency_ms_b256=2.0, runtime="PyTorch eager, Monarch"),
+        dict(variant="lottery-ticket", stage="lottery", method="lottery", model="lenet300", accuracy=0.95, size_bytes=100,
+             latency_ms_b1=0.1, latency_ms_b256=1.0, runtime="PyTorch eager fp32"),
+        dict(variant="ptq-w8a8", stage="ptq", method="ptq", model="lenet5", accuracy=0.99, size_bytes=250,
+             latency_ms_b1=0.5, latency_ms_b256=4.0, runtime="ONNX Runtime int8"),
+        dict(variant="baseline-fp32", stage="train", method="baseline", model="lenet5", accuracy=0.992, size_bytes=1000,
+             latency_ms_b1=1.0, latency_ms_b256=4.0, runtime="PyTorch eager, fp32"),
+    ]
+    v = pd.DataFrame(rows).assign(accuracy_sim=float("nan"))
+    base = pick_baseline(v)
+    assert base["variant"] == "baseline-fp32"
+    e = enrich(v, base).set_index("variant")
+    assert e.loc["monarch-finetuned", "size_ratio"] == 8.0 and abs(e.loc["monarch-finetuned", "d_acc"] + 0.01) < 1e-12
+    assert e.loc["ptq-w8a8", "size_ratio"] == 4.0 and e.loc["ptq-w8a8", "speedup_b1"] == 2.0
+    assert pd.isna(e.loc["lottery-ticket", "size_ratio"])  # no fp32 LeNet-300-100 in the table: n/a, not vs LeNet-5
