@@ -7,14 +7,13 @@ INPUT range of every prunable layer with each observer -> calibration/ranges.jso
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 
-from compress.checkpoint import load_into
+from compress.checkpoint import CheckpointError
 from compress.data import load_meta, load_split, meta_summary
 from compress.quant.observers import calibrate
-from compress.runtimes import model_from_spec
+from compress.runtimes import load_baseline
 from compress.train import seed_everything
 from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
 
@@ -27,10 +26,10 @@ def main() -> None:
     C = P.calibrate
     meta = load_meta(P.data.out)
     seed_everything(P.seed)
-    if not (BASELINE / "spec.json").exists():
-        die("models/baseline/spec.json is missing: run the train stage first (dvc repro train)")
-    model = model_from_spec(json.loads((BASELINE / "spec.json").read_text()))
-    load_into(model, BASELINE / "model.safetensors")
+    try:
+        model, _ = load_baseline(BASELINE)
+    except CheckpointError as e:
+        die(str(e))
     x_calib, _ = load_split(P.data.out, "calib")
     if len(x_calib) == 0:
         die(f"{args.params}: data.calib_size gives an empty calibration set; set data.calib_size >= 1")

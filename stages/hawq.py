@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.checkpoint import load_into
+from compress.checkpoint import CheckpointError
 from compress.data import load_meta, load_split
 from compress.hessian import figures, hawq
-from compress.runtimes import model_from_spec
+from compress.runtimes import load_baseline
 from compress.train import evaluate_model, seed_everything
 from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
 from stages.hessian_io import write_csv, write_quant_variant
@@ -32,9 +32,10 @@ def main() -> None:
     P = load_params_or_exit(args.params)
     H = P.hawq
     meta = load_meta(P.data.out)
-    spec = json.loads((Path(P.train.out) / "spec.json").read_text())
-    model = model_from_spec(spec)
-    load_into(model, Path(P.train.out) / "model.safetensors")
+    try:
+        model, spec = load_baseline(P.train.out)
+    except CheckpointError as e:
+        die(str(e))
     try:  # everything that needs the model is checked before any work
         blocks = hawq.resolve_blocks(model, H.blocks)
     except ValueError as e:

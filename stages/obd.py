@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from compress.checkpoint import load_into
+from compress.checkpoint import CheckpointError
 from compress.data import load_meta, load_split
 from compress.hessian import figures
 from compress.prune import obd
-from compress.runtimes import model_from_spec
+from compress.runtimes import load_baseline
 from compress.train import seed_everything
 from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
 from stages.hessian_io import write_csv, write_sparse_variant
@@ -30,15 +30,14 @@ VARIANTS, REPORT, PLOTS = Path("variants/obd"), Path("reports/obd"), Path("plots
 
 
 def main() -> None:
-    import json
-
     args = stage_args(__doc__)
     P = load_params_or_exit(args.params)
     O = P.obd
     meta = load_meta(P.data.out)
-    spec = json.loads((Path(P.train.out) / "spec.json").read_text())
-    model = model_from_spec(spec)
-    load_into(model, Path(P.train.out) / "model.safetensors")
+    try:
+        model, spec = load_baseline(P.train.out)
+    except CheckpointError as e:
+        die(str(e))
     calib, train, val = (load_split(P.data.out, s) for s in ("calib", "train", "val"))
     need = O.hessian.batches * O.hessian.batch_size
     if need > len(calib[1]):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from compress.checkpoint import load_into
+from compress.checkpoint import CheckpointError
 from compress.data import load_meta, load_split, meta_summary
 from compress.models import count_params
 from compress.quant.config import check_ptq_against_calibrate, parse_tag
@@ -28,7 +28,7 @@ from compress.quant.formats import get_format
 from compress.quant.observers import read_ranges
 from compress.quant.ptq import (build_int_sim, float_sim_cfg, int_sim_cfg, int_specs, save_float_weights,
                                 save_packed_model, write_sim)
-from compress.runtimes import load_predictor, model_from_spec
+from compress.runtimes import load_baseline, load_predictor
 from compress.evaluate import accuracy
 from compress.train import evaluate_model, seed_everything
 from compress.variants import Form, Manifest, write_variant
@@ -50,10 +50,10 @@ def main() -> None:
     for f in (BASELINE / "spec.json", Path(C.out)):
         if not f.exists():
             die(f"{f} is missing: run the {'train' if f.parent == BASELINE else 'calibrate'} stage first")
-    spec = json.loads((BASELINE / "spec.json").read_text())
-    base = model_from_spec(spec)
-    load_into(base, BASELINE / "model.safetensors")
-    base.eval()
+    try:
+        base, spec = load_baseline(BASELINE)
+    except CheckpointError as e:
+        die(str(e))
     ranges_file = json.loads(Path(C.out).read_text())
     x_calib, _ = load_split(P.data.out, "calib")
     xv, yv = load_split(P.data.out, "val")

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from compress.checkpoint import load_into
+from compress.checkpoint import CheckpointError
 from compress.data import load_meta, load_split
 from compress.evaluate import accuracy
 from compress.quant.fakequant import quantize_model
@@ -18,7 +18,7 @@ from compress.quant.deploy import export_onnx, quantize_onnx_int8, simulated_flo
 from compress.quant.observers import read_ranges
 from compress.quant.qat import export_quantized, prepare_qat, save_qat_packed, train_qat, weight_bits_average
 from compress.quant.qat_config import parse_bits
-from compress.runtimes import load_predictor, model_from_spec
+from compress.runtimes import load_baseline, load_predictor
 from compress.train import evaluate_model, seed_everything
 from compress.variants import Form, Manifest, read_manifest, write_variant
 from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
@@ -30,8 +30,10 @@ def main() -> None:
     Q = P.qat
     meta = load_meta(P.data.out)
     base = Path(P.train.out)
-    spec = json.loads((base / "spec.json").read_text())
-    baseline = load_into(model_from_spec(spec), base / "model.safetensors").eval()
+    try:
+        baseline, spec = load_baseline(base)
+    except CheckpointError as e:
+        die(str(e))
     tags = [(t, *parse_bits(t)) for t in Q.bits]
     C = P.calibrate
     if Q.calibration not in C.methods:

@@ -42,3 +42,19 @@ def test_checkpoint_roundtrip_and_clear_errors(tmp_path):
         load_into(b, tmp_path / "bad.safetensors")
     with pytest.raises(CheckpointError, match="not found"):
         load_into(b, tmp_path / "missing.safetensors")
+
+
+def test_load_baseline_roundtrip_and_missing_folder(tmp_path):
+    import json
+
+    from compress.runtimes import load_baseline
+
+    m = build_model("lenet5", (1, 28, 28), 10)
+    save_state_dict(m, tmp_path / "model.safetensors")
+    spec = {"name": "lenet5", "kwargs": {}, "input_shape": [1, 28, 28], "num_classes": 10}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    got, got_spec = load_baseline(tmp_path)
+    assert got_spec == spec and not got.training
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), got.state_dict().values()))
+    with pytest.raises(CheckpointError, match="run the train stage first"):
+        load_baseline(tmp_path / "nowhere")
