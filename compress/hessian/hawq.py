@@ -32,10 +32,9 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from compress.hessian.hutchinson import hutchinson
-from compress.hessian.hvp import HessianOperator, unflatten
+from compress.hessian.hvp import HessianOperator, mean_loss, unflatten
 from compress.hessian.power import top_eigen
 from compress.models import prunable_layers
 
@@ -272,16 +271,6 @@ def blockwise_finetune(qmodel: nn.Module, blocks: Sequence[Block], order: Sequen
 
 
 # --------------------------------------------------------------------------- landscape
-@torch.no_grad()
-def mean_loss(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    was = model.training
-    model.eval()
-    n = sum(len(y) for _, y in batches)
-    total = sum(F.cross_entropy(model(x), y, reduction="sum").item() for x, y in batches)
-    model.train(was)
-    return total / n
-
-
 @torch.no_grad()
 def loss_landscape(model: nn.Module, block: Block, direction: torch.Tensor, batches, radius: float, points: int) -> tuple[np.ndarray, np.ndarray]:
     """(ε, L(W_i + ε v)) on an even grid of ``points`` in [−radius, radius]; the model is restored."""

@@ -126,3 +126,14 @@ class HessianOperator:
 def rademacher(dim: int, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
     """A vector of ±1 entries, each with probability 1/2 (seeded by ``generator``)."""
     return (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(dtype)
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean cross-entropy over ``batches`` in eval mode (the loss whose Hessian the HVPs take)."""
+    was = model.training
+    model.eval()
+    n = sum(len(y) for _, y in batches)
+    total = sum(F.cross_entropy(model(x), y, reduction="sum").item() for x, y in batches)
+    model.train(was)
+    return total / n

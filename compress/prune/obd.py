@@ -22,10 +22,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from compress.hessian.hutchinson import exact_diagonal, ggn_diagonal, hutchinson
-from compress.hessian.hvp import HessianOperator, unflatten
+from compress.hessian.hvp import HessianOperator, mean_loss, unflatten
 from compress.models import prunable_layers
 from compress.prune.masks import apply_masks, effective_weight, get_masks, is_masked
 
@@ -108,16 +107,6 @@ def lowest_masks(scores: dict[str, torch.Tensor], keep: dict[str, torch.Tensor],
         out[n] = new[i : i + k].view_as(scores[n])
         i += k
     return out
-
-
-@torch.no_grad()
-def mean_loss(model: nn.Module, batches: Batches) -> float:
-    was = model.training
-    model.eval()
-    n = sum(len(y) for _, y in batches)
-    total = sum(F.cross_entropy(model(x), y, reduction="sum").item() for x, y in batches)
-    model.train(was)
-    return total / n
 
 
 def _sum_where(scores: dict[str, torch.Tensor], deleted: dict[str, torch.Tensor]) -> float:
