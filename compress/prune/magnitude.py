@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from compress.models import prunable_layers
-from compress.prune.masks import Masks, apply_masks, effective_weight, get_masks
+from compress.prune.masks import Masks, apply_masks, effective_weight, get_masks, split_like
 
 ScoreFn = Callable[..., dict[str, torch.Tensor]]
 SCORES: dict[str, ScoreFn] = {}
@@ -107,12 +107,7 @@ def compute_masks(scores: dict[str, torch.Tensor], current: Masks | None = None,
     flat_s = torch.cat([scores[n].flatten() for n in names])  # (N_total,)
     flat_a = torch.cat([alive[n].flatten() for n in names])
     keep = _keep_top(flat_s, flat_a, n_keep(flat_s.numel()))
-    out, i = {}, 0
-    for n in names:
-        m = scores[n].numel()
-        out[n] = keep[i : i + m].view_as(scores[n])
-        i += m
-    return out
+    return split_like(keep, scores)
 
 
 def rate_masks(scores: dict[str, torch.Tensor], current: Masks | None, rates: dict[str, float]) -> Masks:

@@ -156,5 +156,14 @@ def set_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     return model
 
 
-__all__ = ["Masks", "apply_masks", "get_masks", "sparsity", "layer_sparsity", "counts", "remove_masks",
+def split_like(flat: torch.Tensor, like: dict[str, torch.Tensor]) -> Masks:
+    """Cut a flat (N_total,) tensor back into per-layer tensors shaped like ``like`` (in its order)."""
+    out, i = {}, 0
+    for n, t in like.items():
+        out[n] = flat[i : i + t.numel()].view_as(t)
+        i += t.numel()
+    return out
+
+
+__all__ = ["Masks", "split_like", "apply_masks", "get_masks", "sparsity", "layer_sparsity", "counts", "remove_masks",
            "dense_state_dict", "set_weights", "select_layers", "effective_weight", "is_masked"]

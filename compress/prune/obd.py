@@ -26,7 +26,7 @@ import torch.nn as nn
 from compress.hessian.hutchinson import exact_diagonal, ggn_diagonal, hutchinson
 from compress.hessian.hvp import HessianOperator, mean_loss, unflatten
 from compress.models import prunable_layers
-from compress.prune.masks import apply_masks, effective_weight, get_masks, is_masked
+from compress.prune.masks import apply_masks, effective_weight, get_masks, is_masked, split_like
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
@@ -101,12 +101,7 @@ def lowest_masks(scores: dict[str, torch.Tensor], keep: dict[str, torch.Tensor],
     order = torch.argsort(flat, stable=True)
     new = alive.clone()
     new[order[:n_remove]] = False
-    out, i = {}, 0
-    for n in names:
-        k = scores[n].numel()
-        out[n] = new[i : i + k].view_as(scores[n])
-        i += k
-    return out
+    return split_like(new, scores)
 
 
 def _sum_where(scores: dict[str, torch.Tensor], deleted: dict[str, torch.Tensor]) -> float:
