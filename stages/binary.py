@@ -20,7 +20,7 @@ from compress.quant.binary import packed_size_bound, save_packed, train_binaryco
 from compress.runtimes import load_predictor
 from compress.train import evaluate_model, fit, seed_everything
 from compress.variants import Form, Manifest, model_spec, read_manifest, write_variant
-from stages.common import load_params_or_exit, mlflow_run, stage_args, write_json
+from stages.common import load_params_or_exit, mlflow_run, stage_args, write_csv, write_json
 
 PAPER = {"det": 1.29, "stoch": 1.18, "fp32": 1.30}  # Courbariaux et al. 2015, Table 2 (test error %, MNIST)
 TEST_NOTE = "test error measured on the test split by the binary stage (paper-comparison table only; the contract allows it here)"
@@ -111,11 +111,7 @@ def main() -> None:
                                "test_error_binary/real give both for every run"}
         mlf.log_metrics({f"{m}_test_error_mean": t["mean"] for m, t in table.items()})
         write_json("metrics/binary.json", summary)
-        Path("plots/binary").mkdir(parents=True, exist_ok=True)
-        with open("plots/binary/curves.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(curves[0]))
-            w.writeheader()
-            w.writerows(curves)
+        write_csv("plots/binary/curves.csv", curves)
         with open("plots/binary/paper_table.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["method", "source", "test_error_pct", "std"])

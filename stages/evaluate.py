@@ -34,7 +34,7 @@ def main() -> None:
     threads = set_threads(P.evaluate.threads)
     test_x, test_y = load_split(P.data.out, "test")
     rows = []
-    with mlflow_run(P, "evaluate", ["evaluate"], meta) as mlf:
+    with mlflow_run(P, "evaluate", ["evaluate"], meta):
         for folder, man in tqdm(found, desc="evaluate variants"):
             row = evaluate_variant(folder, man, test_x, test_y, P.evaluate)
             rows.append(row)

@@ -21,8 +21,8 @@ from compress.data import load_meta, load_split
 from compress.hessian import figures, hawq
 from compress.runtimes import load_baseline
 from compress.train import evaluate_model, seed_everything
-from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
-from stages.hessian_io import write_csv, write_quant_variant
+from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_csv, write_json
+from stages.hessian_io import write_quant_variant
 
 VARIANTS, REPORT, PLOTS = Path("variants/hawq"), Path("reports/hawq"), Path("plots/hawq")
 

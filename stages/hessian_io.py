@@ -1,25 +1,11 @@
-"""Output helpers shared by the hawq and obd stages: CSV tables and variant folders."""
+"""Variant writers shared by the hawq and obd stages."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import torch.nn as nn
 
 from compress.variants import Form, Manifest, write_variant
-
-
-def write_csv(path: str | Path, rows: list[dict]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    return path
 
 
 def write_quant_variant(folder: Path, qmodel: nn.Module, variant: str, stage: str, method: str, spec: dict, dataset: str,

@@ -23,8 +23,8 @@ from compress.hessian import figures
 from compress.prune import obd
 from compress.runtimes import load_baseline
 from compress.train import seed_everything
-from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
-from stages.hessian_io import write_csv, write_sparse_variant
+from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_csv, write_json
+from stages.hessian_io import write_sparse_variant
 
 VARIANTS, REPORT, PLOTS = Path("variants/obd"), Path("reports/obd"), Path("plots/obd")
 

@@ -4,7 +4,6 @@ per-epoch curves (plots/qat/curves.csv) and metrics/qat.json (validation numbers
 """
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from compress.quant.qat_config import parse_bits
 from compress.runtimes import load_baseline, load_predictor
 from compress.train import evaluate_model, seed_everything
 from compress.variants import Form, Manifest, read_manifest, write_variant
-from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
+from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_csv, write_json
 
 
 def main() -> None:
@@ -111,11 +110,7 @@ def main() -> None:
             print(f"qat: {name}: val acc {qat_val:.4f}, deployed ({deploy.runtime}) {dep_val:.4f}; PTQ with the same quantizers "
                   f"{ptq_val:.4f}; fp32 {fp_val:.4f}")
     write_json("metrics/qat.json", summary)
-    Path("plots/qat").mkdir(parents=True, exist_ok=True)
-    with open("plots/qat/curves.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(curves[0]))
-        w.writeheader()
-        w.writerows(curves)
+    write_csv("plots/qat/curves.csv", curves)
 
 
 if __name__ == "__main__":

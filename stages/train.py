@@ -1,7 +1,6 @@
 """train: train the baseline (seeded), save w0 and the trained weights, write the fp32 variants."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from compress.data import load_meta, load_split
 from compress.models import build_model, count_params
 from compress.train import fit, pick_device, seed_everything
 from compress.variants import Form, Manifest, model_spec, write_variant
-from stages.common import load_params_or_exit, mlflow_run, stage_args, write_json
+from stages.common import load_params_or_exit, mlflow_run, stage_args, write_csv, write_json
 
 
 def main() -> None:
@@ -39,11 +38,7 @@ def main() -> None:
         mlf.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         mlf.log_metric("train_seconds", hist.seconds)
     write_json("metrics/train.json", summary)
-    Path("plots/train").mkdir(parents=True, exist_ok=True)
-    with open("plots/train/history.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[k for k in hist.rows[0] if k != "seconds"], extrasaction="ignore")
-        w.writeheader()
-        w.writerows(hist.rows)
+    write_csv("plots/train/history.csv", [{k: v for k, v in r.items() if k != "seconds"} for r in hist.rows])
 
     # The baseline variants: the same fp32 artifact deployed eagerly and through torch.compile.
     runtimes = [("fp32", "torch-eager")] + ([("fp32-compiled", "torch-compile")] if P.train.compiled_variant else [])
