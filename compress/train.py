@@ -65,16 +65,21 @@ class History:
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by an integer offset in [-max_shift, max_shift] pixels, filling with background."""
-    b, _, h, w = x.shape  # (B, C, H, W)
-    shifts = torch.randint(-max_shift, max_shift + 1, (b, 2), generator=generator).float()
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    theta[:, 0, 2] = shifts[:, 0] * 2 / w  # normalised grid units
-    theta[:, 1, 2] = shifts[:, 1] * 2 / h
-    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    """Translate each image by an integer offset in [-max_shift, max_shift] pixels, filling with background.
+
+    out[b, :, i, j] = x[b, :, i + dy_b, j + dx_b] (background outside): one gather from the padded
+    batch, the same result as ``grid_sample`` with nearest sampling at a fraction of its cost.
+    """
+    b, c, h, w = x.shape  # (B, C, H, W)
+    s = int(max_shift)
+    shifts = torch.randint(-s, s + 1, (b, 2), generator=generator)  # (B, 2): (dx, dy)
     bg = x.amin(dim=(1, 2, 3), keepdim=True)  # the background value of normalised images
-    return F.grid_sample(x - bg, grid, mode="nearest", padding_mode="zeros", align_corners=False) + bg
+    padded = F.pad(x - bg, (s, s, s, s)).reshape(b, c, -1)  # (B, C, (H + 2s)(W + 2s)), zeros outside
+    rows = (torch.arange(h) + s).unsqueeze(0) + shifts[:, 1:2]  # (B, H)
+    cols = (torch.arange(w) + s).unsqueeze(0) + shifts[:, 0:1]  # (B, W)
+    flat = (rows.unsqueeze(2) * (w + 2 * s) + cols.unsqueeze(1)).reshape(b, 1, h * w)  # (B, 1, H W)
+    out = padded.gather(2, flat.expand(b, c, h * w).to(x.device)).reshape(b, c, h, w)  # (B, C, H, W)
+    return out + bg
 
 
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
@@ -109,6 +114,11 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
     device = device or next(model.parameters()).device
     model.to(device)
     xtr, ytr = train
+    # channels-last convolutions (and max-pooling) run ~1.5x faster on CPU for small conv nets; the
+    # model is put back into the default layout before returning
+    layout = torch.channels_last if xtr.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()) else None
+    if layout is not None:
+        model.to(memory_format=layout)
     g = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-len(ytr) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -145,6 +155,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
             if shift:
                 xb = random_shift(xb, shift, g)
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            if layout is not None:
+                xb = xb.contiguous(memory_format=layout)
             out = model(xb)
             loss = F.cross_entropy(out, yb)
             total_loss = loss + loss_extra(model) if loss_extra is not None else loss
@@ -172,5 +184,7 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
     hist.iterations, hist.seconds = it, time.perf_counter() - t0
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)
+    if layout is not None:
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
     return hist
