@@ -55,3 +55,25 @@ def load_into(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Mod
                               "Was it trained with other model params? Rerun its stage (dvc repro)")
     model.load_state_dict(state, strict=strict)
     return model
+
+
+def load_baseline(folder: str | Path) -> tuple[nn.Module, dict]:
+    """The trained baseline written by the train stage: (model in eval mode, its spec).
+
+    A missing or mismatched folder is a CheckpointError that says which stage to run.
+    """
+    import json
+
+    from compress.models import model_from_spec
+
+    folder = Path(folder)
+    spec_path = folder / "spec.json"
+    if not spec_path.exists():
+        raise CheckpointError(f"{spec_path} is missing: run the train stage first (dvc repro train)")
+    try:
+        spec = json.loads(spec_path.read_text())
+        model = model_from_spec(spec)
+    except (json.JSONDecodeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{spec_path} is not a valid model spec ({e}); rerun the train stage") from None
+    load_into(model, folder / "model.safetensors")
+    return model.eval(), spec

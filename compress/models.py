@@ -148,6 +148,11 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwarg
         raise ValueError(f"model.kwargs {kwargs!r} do not fit model {name!r}: {e}") from None
 
 
+def model_from_spec(spec: dict) -> nn.Module:
+    """The model a spec describes (``{"name", "kwargs", "input_shape", "num_classes"}``, see variants.model_spec)."""
+    return build_model(spec["name"], spec["input_shape"], spec["num_classes"], **spec.get("kwargs", {}))
+
+
 def count_params(model: nn.Module, nonzero: bool = False) -> int:
     if nonzero:
         return int(sum((p != 0).sum().item() for p in model.parameters()))

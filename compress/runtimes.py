@@ -13,8 +13,8 @@ from typing import Callable, Protocol
 import torch
 import torch.nn as nn
 
-from compress.checkpoint import load_into
-from compress.models import build_model
+from compress.checkpoint import load_baseline, load_into  # noqa: F401  (load_baseline: re-exported)
+from compress.models import model_from_spec
 from compress.variants import Form, Manifest
 
 
@@ -70,10 +70,6 @@ def load_predictor(folder: str | Path, manifest: Manifest, form: Form | None = N
     return get_runtime(form.runtime)(Path(folder), manifest, form)
 
 
-def model_from_spec(spec: dict) -> nn.Module:
-    return build_model(spec["name"], spec["input_shape"], spec["num_classes"], **spec.get("kwargs", {}))
-
-
 class ModulePredictor:
     """Runs an nn.Module under inference mode on the CPU."""
 
@@ -102,25 +98,3 @@ def _torch_compile(folder: Path, manifest: Manifest, form: Form) -> Predictor:
     model = _eager_module(folder, manifest, form)
     compiled = torch.compile(model, dynamic=False, **form.options)
     return ModulePredictor(compiled, "torch.compile (inductor), fp32")
-
-
-def load_baseline(folder: str | Path) -> tuple[nn.Module, dict]:
-    """The trained baseline written by the train stage: (model in eval mode, its spec).
-
-    A missing or mismatched folder is a CheckpointError that says which stage to run.
-    """
-    import json
-
-    from compress.checkpoint import CheckpointError
-
-    folder = Path(folder)
-    spec_path = folder / "spec.json"
-    if not spec_path.exists():
-        raise CheckpointError(f"{spec_path} is missing: run the train stage first (dvc repro train)")
-    try:
-        spec = json.loads(spec_path.read_text())
-        model = model_from_spec(spec)
-    except (json.JSONDecodeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"{spec_path} is not a valid model spec ({e}); rerun the train stage") from None
-    load_into(model, folder / "model.safetensors")
-    return model.eval(), spec

@@ -89,5 +89,20 @@ def discover(root: str | Path = "variants") -> list[tuple[Path, Manifest]]:
     return found
 
 
+def write_fp32_variant(folder: str | Path, model, *, variant: str, stage: str, method: str, spec: dict, dataset: str,
+                       seed: int, notes: str, runtime: str = "torch-eager", extra: dict | None = None) -> Manifest:
+    """A plain fp32 model as a variant: ``model.safetensors`` (its state dict) + the manifest."""
+    from compress.checkpoint import save_state_dict
+    from compress.models import count_params
+
+    folder = Path(folder)
+    save_state_dict(model, folder / "model.safetensors")
+    man = Manifest(variant=variant, stage=stage, method=method, model=spec, dataset=dataset, seed=seed, avg_weight_bits=32.0,
+                   act_bits=None, sparsity=0.0, params=count_params(model, nonzero=True),
+                   deploy=Form(runtime=runtime, files=["model.safetensors"]), notes=notes, extra=dict(extra or {}))
+    write_variant(folder, man)
+    return man
+
+
 def artifact_bytes(folder: str | Path, form: Form) -> int:
     return sum((Path(folder) / f).stat().st_size for f in form.files)

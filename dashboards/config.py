@@ -7,11 +7,6 @@ from compress.config import Section
 
 
 class ReportConfig(Section):
-    variants: str = Field("reports/variants.csv", description="the variants table written by the evaluate stage")
-    trials: str = Field("search/trials.csv", description="the search trials written by the search stage")
-    pareto: str = "reports/pareto.csv"
-    figures: str = "reports/figures"
-    out: str = "reports/report.md"
     plot_globs: list[str] = Field(default_factory=lambda: ["plots/**/*.png", "reports/**/*.png", "search/figures/*.png"],
                                   description="other stages' figures embedded in the report")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the replicate intervals")

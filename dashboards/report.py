@@ -405,21 +405,29 @@ def find_plots(globs: list[str], exclude: Path) -> list[Path]:
     return found
 
 
-def generate(cfg, commit: str = "", metrics_dir: str = "metrics") -> Path:
-    """Pareto table + figures + report from the files named in ``cfg`` (params section ``report``)."""
+def generate(cfg, commit: str = "", metrics_dir: str = "metrics", *, variants: str | None = None, trials: str | None = None,
+             pareto: str | None = None, figures: str | None = None, out: str | None = None) -> Path:
+    """Pareto table + figures + report: ``cfg`` is the params section ``report``; the paths default to the pipeline's
+    (stages/pipeline.py): the variants table and search trials read, the Pareto table, figures and report written."""
     from dashboards.figures import all_figures
     from dashboards.pareto import build, points_from_files, replicate_groups
+    from stages import pipeline
 
-    if not Path(cfg.variants).exists():
-        raise FileNotFoundError(f"{cfg.variants} missing: run the evaluate stage first (dvc repro evaluate)")
-    variants = pd.read_csv(cfg.variants)
-    trials = pd.read_csv(cfg.trials) if Path(cfg.trials).exists() else pd.DataFrame(columns=["start"])
+    variants, trials = variants or pipeline.VARIANTS_CSV, trials or pipeline.SEARCH_TRIALS
+    pareto, figures, out = pareto or pipeline.PARETO_CSV, figures or pipeline.FIGURES, out or pipeline.REPORT_MD
+
+    variants_path, trials_path = variants, trials
+    if not Path(variants_path).exists():
+        raise FileNotFoundError(f"{variants_path} missing: run the evaluate stage first (dvc repro evaluate)")
+    variants = pd.read_csv(variants_path)
+    has_trials = Path(trials_path).exists()
+    trials = pd.read_csv(trials_path) if has_trials else pd.DataFrame(columns=["start"])
     if "start" in trials:
         trials["start"] = trials["start"].fillna("")
-    pts = build(points_from_files(cfg.variants, cfg.trials if Path(cfg.trials).exists() else None), cfg.pareto)
-    fig_dir = Path(cfg.figures)
+    pts = build(points_from_files(variants_path, trials_path if has_trials else None), pareto)
+    fig_dir = Path(figures)
     figs = all_figures(pts, fig_dir, cfg.heatmap_top) if len(pts) else []
-    out = Path(cfg.out)
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731
     figures = {Path(f).stem: rel(f) for f in figs}

@@ -6,21 +6,17 @@ for paper-figure code); every output that holds test numbers says so.
 """
 from __future__ import annotations
 
-import csv
-import shutil
 import statistics
-from pathlib import Path
 from types import SimpleNamespace
 
 from compress.checkpoint import save_state_dict
-from compress.data import load_meta, load_split
 from compress.models import MLP, count_params
 from compress.evaluate import accuracy
 from compress.quant.binary import packed_size_bound, save_packed, train_binaryconnect
 from compress.runtimes import load_predictor
 from compress.train import evaluate_model, fit, seed_everything
 from compress.variants import Form, Manifest, model_spec, read_manifest, write_variant
-from stages.common import load_params_or_exit, mlflow_run, stage_args, write_csv, write_json
+from stages.common import Stage, write_csv
 
 PAPER = {"det": 1.29, "stoch": 1.18, "fp32": 1.30}  # Courbariaux et al. 2015, Table 2 (test error %, MNIST)
 TEST_NOTE = "test error measured on the test split by the binary stage (paper-comparison table only; the contract allows it here)"
@@ -31,16 +27,14 @@ def _mean_std(v: list[float]) -> dict:
 
 
 def main() -> None:
-    args = stage_args(__doc__)
-    P = load_params_or_exit(args.params)
-    B, meta = P.binary, load_meta(P.data.out)
-    train, val, test = (load_split(P.data.out, s) for s in ("train", "val", "test"))
+    st = Stage("binary", __doc__)
+    B, meta = st.P.binary, st.meta
+    train, val, test = st.split("train", "val", "test")
     shape, ncls = meta["input_shape"], meta["num_classes"]
-    out, curves, results = Path(B.out), [], {"det": [], "stoch": [], "fp32": []}
-    shutil.rmtree(out, ignore_errors=True)  # no stale variants from other seeds / modes
+    out, curves, results = st.variants, [], {"det": [], "stoch": [], "fp32": []}
     per_run = []
 
-    with mlflow_run(P, "binary", ["data", "binary"], meta) as mlf:
+    with st.run() as mlf:
         def log_curve(method: str, seed: int):
             def cb(r: dict) -> None:
                 curves.append({"run": f"{method}-s{seed}", "method": method, "seed": seed, "epoch": r["epoch"],
@@ -68,7 +62,7 @@ def main() -> None:
                     variant=name, stage="binary", method=f"binaryconnect-{mode}", model=spec, dataset=meta["dataset"],
                     seed=seed, avg_weight_bits=1.0, act_bits=None, sparsity=0.0, params=n_w + 2 * n_out,
                     deploy=Form(runtime="binary-packed", files=[path.name]),
-                    notes=f"1 bit per weight (numpy.packbits) + BN folded to fp32 scale/shift; deployed with sign(w_r)"
+                    notes="1 bit per weight (numpy.packbits) + BN folded to fp32 scale/shift; deployed with sign(w_r)"
                           + ("; the paper reports stoch with real-valued weights (see extra)" if mode == "stoch" else ""),
                     extra={"test_error_binary_weights": err_bin, "test_error_real_weights": err_real,
                            "epochs": B.epochs, "early_stop_iteration": hist.best_iteration, "note": TEST_NOTE,
@@ -105,21 +99,18 @@ def main() -> None:
             mlf.log_metrics({f"fp32_s{seed}_test_error": err})
 
         table = {m: {**_mean_std(v), "paper": PAPER[m]} for m, v in results.items() if v}
-        summary = {"dataset": meta["dataset"], "dataset_substituted": meta["substituted"], "note": TEST_NOTE,
+        summary = {"note": TEST_NOTE,
                    "epochs": B.epochs, "hidden": list(B.hidden), "test_error_pct": table, "runs": per_run,
                    "protocol": "det: binary weights at test time; stoch: real-valued weights (paper Sec. 2.6); "
                                "test_error_binary/real give both for every run"}
         mlf.log_metrics({f"{m}_test_error_mean": t["mean"] for m, t in table.items()})
-        write_json("metrics/binary.json", summary)
-        write_csv("plots/binary/curves.csv", curves)
-        with open("plots/binary/paper_table.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["method", "source", "test_error_pct", "std"])
-            for m, t in table.items():
-                w.writerow([m, f"ours ({B.epochs} epochs, {len(t['values'])} seeds)", round(t["mean"], 3), round(t["std"], 3)])
-                w.writerow([m, "paper", t["paper"], ""])
-        _plot_table(table, B.epochs, "plots/binary/paper_comparison.png")
-        mlf.log_artifact("plots/binary/paper_comparison.png")
+        st.write_metrics(summary)
+        write_csv(st.plot("curves.csv"), curves)
+        write_csv(st.plot("paper_table.csv"), [r for m, t in table.items() for r in (
+            {"method": m, "source": f"ours ({B.epochs} epochs, {len(t['values'])} seeds)", "test_error_pct": round(t["mean"], 3),
+             "std": round(t["std"], 3)}, {"method": m, "source": "paper", "test_error_pct": t["paper"], "std": ""})])
+        _plot_table(table, B.epochs, st.plot("paper_comparison.png"))
+        mlf.log_artifact(st.plot("paper_comparison.png"))
     for m, t in table.items():
         print(f"binary: {m:5s} test error {t['mean']:.2f} ± {t['std']:.2f} % over {t['n']} seeds (paper {t['paper']} %)")
 

@@ -1,6 +1,9 @@
 """Shared plumbing for the thin DVC stage scripts: params, MLflow runs, metrics files.
 
-Stages may import MLflow; the ``compress`` library never does.
+Every stage script is ``st = Stage("name", __doc__)`` (arguments parsed, the whole params.yaml validated,
+the prepared dataset's facts loaded) -> ``with st.run() as mlf:`` (an MLflow run tagged with the commit,
+stage, params hash and dataset) -> library calls -> ``st.write_metrics({...})``. Paths come from
+:mod:`stages.pipeline`. Stages may import MLflow; the ``compress`` library never does.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from compress.config import ConfigError, load_params, section_hash
+from stages import pipeline
 
 
 def stage_args(description: str) -> argparse.Namespace:
@@ -146,3 +150,100 @@ def log_dataset(mlflow, meta: dict) -> None:
     ds = MetaDataset(source=HTTPDatasetSource(source), name=meta["dataset"], digest=digest[:36],
                      schema=Schema([ColSpec("float", "pixels"), ColSpec("long", "label")]))
     mlflow.log_input(ds, context="substituted" if meta.get("substituted") else "training")
+
+
+class Stage:
+    """One run of a pipeline stage: ``P`` (validated params), ``meta`` (the dataset actually used), and the
+    stage's declaration in :mod:`stages.pipeline` (params sections logged to MLflow)."""
+
+    def __init__(self, name: str, doc: str | None = None, *, needs_data: bool = True):
+        self.name = name
+        self.args = stage_args(doc or name)
+        self.P = load_params_or_exit(self.args.params)
+        self.sections = [s for s in pipeline.STAGES[name].params if s != "seed"]
+        self._meta, self._needs_data = None, needs_data
+
+    @property
+    def meta(self) -> dict | None:
+        """The prepared dataset's facts (data/prepared/meta.json), read on first use."""
+        if self._meta is None and self._needs_data:
+            from compress.data import load_meta
+
+            self._meta = self.load(load_meta, pipeline.PREPARED)
+        return self._meta
+
+    @meta.setter
+    def meta(self, value: dict | None) -> None:
+        self._meta, self._needs_data = value, value is not None
+
+    def plot(self, name: str) -> str:
+        """``plots/<stage>/<name>``, which stages/pipeline.py must declare for this stage."""
+        path = f"{pipeline.plots(self.name)}/{name}"
+        if path not in {p.path for p in pipeline.STAGES[self.name].plots}:
+            raise KeyError(f"{path} is not declared for stage {self.name} in stages/pipeline.py")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def variants(self) -> Path:
+        """``variants/<stage>``: emptied, so variants of removed keys or seeds do not survive."""
+        import shutil
+
+        path = Path(pipeline.variants(self.name))
+        if not getattr(self, "_cleared", False):
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True)
+            self._cleared = True
+        return path
+
+    def die(self, msg: str, code: int = 2):
+        die(msg, code)
+
+    def load(self, fn, *args, **kwargs):
+        """``fn(*args)``; a missing or corrupt input (FileNotFoundError, CheckpointError, ValueError) is one line."""
+        from compress.checkpoint import CheckpointError
+
+        try:
+            return fn(*args, **kwargs)
+        except (FileNotFoundError, CheckpointError, ValueError) as e:
+            die(str(e))
+
+    def split(self, *names: str):
+        from compress.data import load_split
+
+        out = [self.load(load_split, pipeline.PREPARED, n) for n in names]
+        return out[0] if len(out) == 1 else out
+
+    def baseline(self):
+        """(model, spec) of models/baseline."""
+        from compress.checkpoint import load_baseline
+
+        return self.load(load_baseline, pipeline.BASELINE)
+
+    def ranges(self) -> dict:
+        """calibration/ranges.json (the calibrate stage's output)."""
+        path = Path(pipeline.RANGES)
+        if not path.exists():
+            die(f"{path} is missing: run the calibrate stage first (dvc repro calibrate)")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            die(f"{path} is not valid JSON ({e}); rerun the calibrate stage (dvc repro calibrate)")
+
+    def run(self, **tags):
+        """The stage's MLflow run (a no-op recorder when tracking.enabled is false)."""
+        return mlflow_run(self.P, self.name, self.sections, self.meta, extra_tags=tags or None)
+
+    def variant_run(self, variant: str, **tags):
+        """A nested MLflow run for one variant or trial."""
+        return mlflow_run(self.P, self.name, self.sections, self.meta, run_name=variant, nested=True,
+                          extra_tags={"variant": variant, **tags})
+
+    def dataset_fields(self) -> dict:
+        if self.meta is None:
+            return {}
+        return {"dataset": self.meta["dataset"], "dataset_substituted": bool(self.meta.get("substituted", False))}
+
+    def write_metrics(self, obj: dict, name: str | None = None) -> Path:
+        """``metrics/<stage>.json``, naming the dataset actually used."""
+        return write_json(pipeline.metrics(name or self.name), {**self.dataset_fields(), **obj})

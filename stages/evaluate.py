@@ -12,52 +12,46 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from compress.data import load_meta, load_split
 from compress.evaluate import COLUMNS, evaluate_variant, set_threads
 from compress.variants import discover
-from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
+from stages.common import Stage, write_json
+from stages.pipeline import VARIANTS_CSV, VARIANTS_ROOT, metrics
 
 METRICS = ["accuracy", "accuracy_sim", "size_bytes", "latency_ms_b1", "latency_ms_b256", "params", "avg_weight_bits", "sparsity"]
 DETERMINISTIC = ["accuracy", "accuracy_sim", "size_bytes", "params", "avg_weight_bits", "act_bits", "sparsity"]
 
 
 def main() -> None:
-    args = stage_args(__doc__)
-    P = load_params_or_exit(args.params)
-    meta = load_meta(P.data.out)
-    try:
-        found = discover(P.evaluate.variants_root)
-    except ValueError as e:
-        die(str(e))
+    st = Stage("evaluate", __doc__)
+    P, meta = st.P, st.meta
+    found = st.load(discover, VARIANTS_ROOT)
     if not found:
-        die(f"no variants under {P.evaluate.variants_root}/: run the stages that produce them (dvc repro)")
+        st.die(f"no variants under {VARIANTS_ROOT}/: run the stages that produce them (dvc repro)")
     threads = set_threads(P.evaluate.threads)
-    test_x, test_y = load_split(P.data.out, "test")
+    test_x, test_y = st.split("test")
     rows = []
-    with mlflow_run(P, "evaluate", ["evaluate"], meta):
+    with st.run():
         for folder, man in tqdm(found, desc="evaluate variants"):
             row = evaluate_variant(folder, man, test_x, test_y, P.evaluate)
             rows.append(row)
             tqdm.write(f"  {row['variant']:<32} acc {row['accuracy']:.4f} size {row['size_bytes']:>9} B "
                        f"b1 {row['latency_ms_b1']:.3f} ms b256 {row['latency_ms_b256']:.3f} ms  [{row['runtime']}]")
-            with mlflow_run(P, "evaluate", ["evaluate"], meta, run_name=row["variant"], nested=True,
-                            extra_tags={"variant": row["variant"], "method": row["method"], "variant_stage": row["stage"],
-                                        "runtime": row["runtime"], "threads": str(threads)}) as vr:
+            with st.variant_run(row["variant"], method=row["method"], variant_stage=row["stage"], runtime=row["runtime"],
+                                threads=str(threads)) as vr:
                 vr.log_params({"variant_model": row["model"], "act_bits": str(row["act_bits"])})
                 vr.log_metrics({k: float(row[k]) for k in METRICS if row[k] is not None})
     df = pd.DataFrame(rows, columns=COLUMNS)
-    Path("reports").mkdir(exist_ok=True)
-    df.to_csv("reports/variants.csv", index=False, float_format="%.6g")
+    Path(VARIANTS_CSV).parent.mkdir(exist_ok=True)
+    df.to_csv(VARIANTS_CSV, index=False, float_format="%.6g")
     summary = {"dataset": meta["dataset"], "dataset_substituted": meta["substituted"], "n_variants": len(df),
                "variants": {r["variant"]: {k: (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in DETERMINISTIC}
                             for r in rows}}
-    write_json("metrics/summary.json", summary)
-    write_json("metrics/latency.json", {"dataset": meta["dataset"], "threads": threads,
+    write_json(metrics("summary"), summary)
+    write_json(metrics("latency"), {"dataset": meta["dataset"], "threads": threads,
                                         "variants": {r["variant"]: {"latency_ms_b1": r["latency_ms_b1"], "latency_ms_b256": r["latency_ms_b256"],
                                                                     "runtime": r["runtime"]} for r in rows}})
-    Path("plots/evaluate").mkdir(parents=True, exist_ok=True)
-    df[["variant", "method", "accuracy", "size_bytes", "latency_ms_b1", "latency_ms_b256"]].to_csv("plots/evaluate/variants.csv", index=False)
-    print(f"evaluate: {len(df)} variants on {meta['dataset']} ({threads} threads) -> reports/variants.csv")
+    df[["variant", "method", "accuracy", "size_bytes", "latency_ms_b1", "latency_ms_b256"]].to_csv(st.plot("variants.csv"), index=False)
+    print(f"evaluate: {len(df)} variants on {meta['dataset']} ({threads} threads) -> {VARIANTS_CSV}")
 
 
 if __name__ == "__main__":

@@ -10,46 +10,38 @@ budgets) on validation accuracy over ``hawq.seeds``
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from compress.checkpoint import CheckpointError
-from compress.data import load_meta, load_split
 from compress.hessian import figures, hawq
-from compress.runtimes import load_baseline
 from compress.train import evaluate_model, seed_everything
-from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_csv, write_json
-from stages.hessian_io import write_quant_variant
+from compress.quant.export import write_quant_variant
+from stages.common import Stage, write_csv
+from stages.pipeline import HAWQ_ALLOCATION, reports
 
-VARIANTS, REPORT, PLOTS = Path("variants/hawq"), Path("reports/hawq"), Path("plots/hawq")
 
 
 def main() -> None:
-    args = stage_args(__doc__)
-    P = load_params_or_exit(args.params)
-    H = P.hawq
-    meta = load_meta(P.data.out)
-    try:
-        model, spec = load_baseline(P.train.out)
-    except CheckpointError as e:
-        die(str(e))
+    st = Stage("hawq", __doc__)
+    P, H, meta = st.P, st.P.hawq, st.meta
+    model, spec = st.baseline()
     try:  # everything that needs the model is checked before any work
         blocks = hawq.resolve_blocks(model, H.blocks)
     except ValueError as e:
-        die(f"{args.params}: {e}")
-    calib, train, val = (load_split(P.data.out, s) for s in ("calib", "train", "val"))
+        st.die(f"{st.args.params}: {e}")
+    calib, train, val = st.split("calib", "train", "val")
     need = H.hessian.batches * H.hessian.batch_size
     if need > len(calib[1]):
-        die(f"{args.params}: hawq.hessian.batches x batch_size = {need} exceeds the {len(calib[1])} calibration images (data.calib_size)")
+        st.die(f"{st.args.params}: hawq.hessian.batches x batch_size = {need} exceeds the {len(calib[1])} calibration images (data.calib_size)")
     seed_everything(P.seed)
     if H.threads is not None:
         torch.set_num_threads(H.threads)
     hb = [(calib[0][i : i + H.hessian.batch_size], calib[1][i : i + H.hessian.batch_size]) for i in range(0, need, H.hessian.batch_size)]
 
-    with mlflow_run(P, "hawq", ["hawq"], meta) as mlf:
+    REPORT = Path(reports("hawq"))
+    with st.run() as mlf:
         # 1. spectra per block
         stats = hawq.block_spectra(model, blocks, hb, H.hessian.tol, H.hessian.max_iters, H.hessian.samples, seed=P.seed,
                                    progress=lambda s: print(f"hawq: {s.name}: λ={s.eigenvalue:.4g} Tr={s.trace:.4g}±{s.trace_stderr:.2g} "
@@ -68,8 +60,6 @@ def main() -> None:
         # 3. quantize, fine-tune block-wise in Ω order, write variants (every seed)
         from compress.quant.fakequant import quantize_model
 
-        if VARIANTS.exists():
-            shutil.rmtree(VARIANTS)
         results, ft_rows, done = [], [], {}
         monitor = (val[0][:1000], val[1][:1000])  # per-stage progress only; final accuracies use the whole val split
         for name, (method, a) in allocs.items():
@@ -87,7 +77,7 @@ def main() -> None:
                     vloss, vacc = evaluate_model(q, *val)
                     done[key] = (q, ptq_acc, rows, vloss, vacc)
                 vname = f"{name}-a{H.act_bits or 'fp'}-s{seed}"
-                size = write_quant_variant(VARIANTS / vname, q, vname, "hawq", f"hawq-{method}", spec, meta["dataset"], seed,
+                size = write_quant_variant(st.variants / vname, q, vname, "hawq", f"hawq-{method}", spec, meta["dataset"], seed,
                                            a.avg_bits, H.act_bits, notes=f"{method} allocation {dict(zip([b.name for b in blocks], a.bits))}; "
                                            f"Ω-order block-wise QAT {[n for n, _ in order]}")
                 results.append({"variant": vname, "method": method, "budget": a.budget_avg_bits, "avg_bits": a.avg_bits,
@@ -115,7 +105,6 @@ def main() -> None:
                           "holds": bool(np.mean(hv) >= np.mean(uv))})
         # 5. report: Table VI (first budget's bits per block and every budget), λ chart, landscapes
         REPORT.mkdir(parents=True, exist_ok=True)
-        PLOTS.mkdir(parents=True, exist_ok=True)
         table = hawq.table_vi(stats, allocs[next(iter(allocs))][1].bits, H.act_bits)
         for name, (method, a) in allocs.items():
             if method == "hawq":
@@ -128,28 +117,28 @@ def main() -> None:
               hawq.markdown_table(table), "## HAWQ vs the largest uniform precision within the same size budget (validation accuracy, mean over seeds)", "", hawq.markdown_table(claim),
               "Test accuracy of every variant (all seeds): reports/variants.csv (evaluate stage).", ""]
         (REPORT / "table_vi.md").write_text("\n".join(md))
-        write_csv(PLOTS / "eigenvalues.csv", [{"block": s.name, "lambda": s.eigenvalue, "trace_per_param": s.trace / s.params} for s in stats])
+        write_csv(st.plot("eigenvalues.csv"), [{"block": s.name, "lambda": s.eigenvalue, "trace_per_param": s.trace / s.params} for s in stats])
         figures.eigen_bar([s.name for s in stats], [s.eigenvalue for s in stats], [s.trace / s.params for s in stats], REPORT / "eigenvalues.png")
         curves = {b.name: hawq.loss_landscape(model, b, s.eigvec, hb, H.landscape_radius, H.landscape_points) for b, s in zip(blocks, stats)}
-        write_csv(PLOTS / "landscape.csv", [{"block": n, "eps": float(e), "loss": float(v)} for n, (es, ls) in curves.items() for e, v in zip(es, ls)])
+        write_csv(st.plot("landscape.csv"), [{"block": n, "eps": float(e), "loss": float(v)} for n, (es, ls) in curves.items() for e, v in zip(es, ls)])
         figures.landscapes(curves, {s.name: s.eigenvalue for s in stats}, REPORT / "landscape.png")
-        write_csv(PLOTS / "comparison.csv", results)
+        write_csv(st.plot("comparison.csv"), results)
         write_csv(REPORT / "finetune.csv", ft_rows)
         figures.hawq_vs_uniform(results, REPORT / "hawq_vs_uniform.png")
-        Path("hawq").mkdir(exist_ok=True)  # read by the search stage (search.hawq_allocation)
-        (Path("hawq") / "allocation.json").write_text(json.dumps({"allocations": [
+        Path(HAWQ_ALLOCATION).parent.mkdir(exist_ok=True)  # read by the search stage (search.use_hawq)
+        Path(HAWQ_ALLOCATION).write_text(json.dumps({"allocations": [
             {"name": n, "budget": a.budget_avg_bits, "avg_bits": a.avg_bits, "weight_bits": hawq.layer_bits(blocks, a.bits)}
             for n, (m, a) in allocs.items() if m == "hawq"]}, indent=2) + "\n")
-        summary = {"dataset": meta["dataset"], "dataset_substituted": meta["substituted"], "split": "val",
+        summary = {"split": "val",
                    "claim": claim, "claim_holds_all": all(c["holds"] for c in claim),
                    "hessian_hvps": sum(s.hvps for s in stats), "hessian_seconds": sum(s.seconds for s in stats),
                    "blocks": {s.name: {"lambda": s.eigenvalue, "trace": s.trace, "hvps": s.hvps, "seconds": s.seconds,
                                        "converged": s.converged} for s in stats}}
         mlf.log_metrics({"hessian_hvps": summary["hessian_hvps"], "hessian_seconds": summary["hessian_seconds"]})
-        mlf.log_table({k: [r[k] for r in table] for k in table[0]}, artifact_file="hawq/table_vi.json")
+        mlf.log_table({k: [r[k] for r in table] for k in table[0]}, artifact_file="table_vi.json")
         for f in REPORT.iterdir():
             mlf.log_artifact(str(f))
-    write_json("metrics/hawq.json", summary)
+    st.write_metrics(summary)
     for c in claim:
         print(f"hawq: budget {c['budget_avg_bits']:g} bits: HAWQ ({c['hawq_avg_bits']:.3f} bits) {c['hawq_mean']:.4f} vs uniform "
               f"{c['uniform_bits']} bits {c['uniform_mean']:.4f} "

@@ -7,31 +7,26 @@ metrics/lottery.json (claim check) and the sparsest ticket as variants/lottery/.
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from compress.data import load_meta, load_split
-from compress.models import build_model, count_params, prunable_layers
+from compress.models import build_model
 from compress.prune.imp import remaining_after, rounds_to_target, run_lottery
 from compress.prune.masks import dense_state_dict
 from compress.prune.report import claim, plot, summarize
-from compress.prune.sparse_io import save_sparse
-from compress.variants import Form, Manifest, model_spec, write_variant
-from stages.common import load_params_or_exit, mlflow_run, stage_args, write_json
+from compress.prune.export import write_sparse_variant
+from compress.variants import model_spec
+from stages.common import Stage
 
 NOTE = "reads the test split: test accuracy at the early-stop iteration is the paper's figure (Frankle & Carbin 2019)"
 
 
 def main() -> None:
-    args = stage_args(__doc__)
-    P = load_params_or_exit(args.params)
-    C = P.lottery
+    st = Stage("lottery", __doc__)
+    C, meta = st.P.lottery, st.meta
     cfg = C.trainer()
-    meta = load_meta(P.data.out)
     spec = model_spec(C.model, {**C.model_kwargs, "init": C.init}, meta["input_shape"], meta["num_classes"])
 
     def build(init_seed: int):
@@ -41,7 +36,7 @@ def main() -> None:
     n_rounds = rounds_to_target(build(0), C.rate, C.effective_output_rate, C.target_remaining)
     if C.threads:
         torch.set_num_threads(C.threads)
-    train, val, test = (load_split(P.data.out, s) for s in ("train", "val", "test"))
+    train, val, test = st.split("train", "val", "test")
     with_controls = sum(1 for r in range(1, n_rounds + 1)
                         if remaining_after(build(0), C.rate, C.effective_output_rate, r) <= C.controls_max_remaining + 1e-12)
     runs = len(C.seeds) * (1 + n_rounds + with_controls * len(C.controls))
@@ -49,7 +44,7 @@ def main() -> None:
     rows: list[dict] = []
     tickets: dict[tuple[int, int], dict] = {}
     bar = tqdm(total=runs, desc="lottery trainings")
-    with mlflow_run(P, "lottery", ["lottery"], meta, extra_tags={"reads_test_split": "true"}) as mlf:
+    with st.run(reads_test_split="true") as mlf:
         def on_result(row: dict) -> None:
             rows.append(row)
             bar.update(1)
@@ -69,14 +64,12 @@ def main() -> None:
         bar.close()
         summary = summarize(rows)
         check = claim(summary)
-        plots = Path(C.plots)
-        plots.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).assign(remaining_pct=lambda d: 100 * d["remaining"]).to_csv(plots / "rounds.csv", index=False)
-        summary.to_csv(plots / "summary.csv", index=False, float_format="%.6g")
-        png = plot(summary, plots / "lottery.png", f"IMP on {C.model} ({meta['dataset']}, preset {C.preset}, "
+        pd.DataFrame(rows).assign(remaining_pct=lambda d: 100 * d["remaining"]).to_csv(st.plot("rounds.csv"), index=False)
+        summary.to_csv(st.plot("summary.csv"), index=False, float_format="%.6g")
+        png = plot(summary, st.plot("lottery.png"), f"IMP on {C.model} ({meta['dataset']}, preset {C.preset}, "
                                                       f"{cfg.max_iterations} it/round)")
         mlf.log_artifact(str(png))
-        mlf.log_artifact(str(plots / "summary.csv"))
+        mlf.log_artifact(st.plot("summary.csv"))
         mlf.log_metrics({"dense_test_acc": check["dense_test_acc"], "claim_holds": float(check["holds"]),
                          "train_seconds": sum(r["seconds"] for r in rows)})
 
@@ -85,23 +78,18 @@ def main() -> None:
         s0 = [r for r in rows if r["seed"] == C.seeds[0] and r["kind"] == "ticket"]
         ok = [r for r in s0 if r["val_acc"] >= s0[0]["val_acc"]] or s0[:1]
         pick = min(ok, key=lambda r: r["remaining"])
-        vdir = Path(C.out) / f"lottery-ticket-{C.model}"
-        shutil.rmtree(vdir.parent, ignore_errors=True)
+        vdir = st.variants / f"lottery-ticket-{C.model}"
         vdir.mkdir(parents=True)
         state = tickets[(C.seeds[0], pick["round"])]
         model = build(0)
         model.load_state_dict(state)
-        keys = [f"{n}.weight" for n in prunable_layers(model)]
-        save_sparse(state, vdir / "model.safetensors", keys)
-        write_variant(vdir, Manifest(
-            variant=vdir.name, stage="lottery", method="lottery-ticket", model=spec, dataset=meta["dataset"],
-            seed=C.seeds[0], avg_weight_bits=32.0, act_bits=None, sparsity=round(1 - pick["remaining"], 6),
-            params=count_params(model, nonzero=True), deploy=Form(runtime="sparse-eager", files=["model.safetensors"]),
-            notes=f"IMP round {pick['round']} ticket (sparsest with val acc >= dense, chosen on val); final weights of "
-                  f"{cfg.max_iterations} iterations; decoded to dense at load", extra={"round": pick["round"]}))
+        write_sparse_variant(vdir, model, vdir.name, "lottery", "lottery-ticket", spec, meta["dataset"], C.seeds[0],
+                             round(1 - pick["remaining"], 6), extra={"round": pick["round"]},
+                             notes=f"IMP round {pick['round']} ticket (sparsest with val acc >= dense, chosen on val); final "
+                                   f"weights of {cfg.max_iterations} iterations; decoded to dense at load")
 
-    write_json("metrics/lottery.json", {
-        "dataset": meta["dataset"], "dataset_substituted": meta["substituted"], "reads_test_split": True, "note": NOTE,
+    st.write_metrics({
+        "reads_test_split": True, "note": NOTE,
         "model": C.model, "preset": C.preset, "trainer": vars(cfg), "rounds": n_rounds, "seeds": C.seeds,
         "rate": C.rate, "output_rate": C.effective_output_rate, "rewind_iteration": C.rewind_iteration,
         "claim": check})  # timings (not reproducible) are in rounds.csv and MLflow

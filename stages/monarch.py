@@ -8,36 +8,32 @@ Variants: monarch-projected (before fine-tuning), monarch-finetuned, monarch-fin
 from __future__ import annotations
 
 import copy
-import csv
 import json
-import shutil
 from pathlib import Path
 
-from compress.checkpoint import load_into, save_state_dict
-from compress.data import load_meta, load_split
+from compress.checkpoint import load_into
 from compress.models import build_model, count_params
 from compress.structured.config import REFERENCE_MODELS
 from compress.structured.export import replaced_params, spec_matches, write_monarch_variant
 from compress.structured.quantize import fake_quantized
 from compress.structured.monarch import monarchize, plan, projection_error
 from compress.train import evaluate_model, fit, pick_device, seed_everything
-from compress.variants import Form, Manifest, model_spec, write_variant
-from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
+from compress.variants import model_spec, write_fp32_variant
+from stages.common import Stage, write_csv
+from stages.pipeline import BASELINE
 
-BASELINE = Path("models/baseline")
 
 
 def main() -> None:
-    args = stage_args(__doc__)
-    P = load_params_or_exit(args.params)
-    C = P.monarch
-    meta = load_meta(P.data.out)
+    st = Stage("monarch", __doc__)
+    P, C, meta = st.P, st.P.monarch, st.meta
     seed_everything(P.seed)
+    BASE = Path(BASELINE)
     # 1. the dense reference: the baseline if it is the requested architecture, else train one
-    base = json.loads((BASELINE / "spec.json").read_text()) if (BASELINE / "spec.json").exists() else None
+    base = json.loads((BASE / "spec.json").read_text()) if (BASE / "spec.json").exists() else None
     if C.model == "baseline":
         if base is None:
-            die("monarch.model = 'baseline' but models/baseline/spec.json is missing: run the train stage first")
+            st.die("monarch.model = 'baseline' but models/baseline/spec.json is missing: run the train stage first")
         spec, source = base, "baseline"
     else:
         name, kwargs = REFERENCE_MODELS[C.model]
@@ -48,15 +44,14 @@ def main() -> None:
     try:  # 2. every misfit (layer names, block counts, rank) is reported before any work
         shapes = plan(dense, C.layers, C.nblocks, C.rank)
     except ValueError as e:
-        die(f"{args.params}: {e}")
-    train, val = load_split(P.data.out, "train"), load_split(P.data.out, "val")
+        st.die(f"{st.args.params}: {e}")
+    train, val = st.split("train", "val")
     device = pick_device(P.train.device)  # training only; projection, variants and metrics on the CPU
-    out = Path(C.out)
-    shutil.rmtree(out, ignore_errors=True)
+    out = st.variants
     common = dict(dataset=meta["dataset"], seed=P.seed)
     rows: list[dict] = []
 
-    with mlflow_run(P, "monarch", ["monarch"], meta, extra_tags={"reference": source}) as mlf:
+    with st.run(reference=source) as mlf:
         def log(phase: str, offset: int = 0):  # one curve: reference steps, then the projection, then fine-tuning
             def on_eval(r: dict) -> None:
                 rows.append({"phase": phase, "step": offset + r["iteration"], **r})
@@ -65,17 +60,13 @@ def main() -> None:
 
         ref_steps = 0
         if source == "baseline":
-            load_into(dense, BASELINE / "model.safetensors")
+            load_into(dense, BASE / "model.safetensors")
         else:
             ref_steps = fit(dense, train, val, C.reference, seed=P.seed, device=device, desc="monarch dense ref",
                             on_eval=log("reference")).iterations
-            (out / "monarch-dense-ref").mkdir(parents=True, exist_ok=True)
-            save_state_dict(dense, out / "monarch-dense-ref" / "model.safetensors")
-            write_variant(out / "monarch-dense-ref", Manifest(
-                variant="monarch-dense-ref", stage="monarch", method="baseline", model=spec, avg_weight_bits=32.0,
-                act_bits=None, sparsity=0.0, params=count_params(dense, nonzero=True), **common,
-                deploy=Form("torch-eager", ["model.safetensors"]),
-                notes=f"dense {C.model} reference trained by the monarch stage ({C.reference.epochs} epochs)"))
+            write_fp32_variant(out / "monarch-dense-ref", dense, variant="monarch-dense-ref", stage="monarch", method="baseline",
+                               spec=spec, **common, notes=f"dense {C.model} reference trained by the monarch stage "
+                                                          f"({C.reference.epochs} epochs)")
         dense.cpu().eval()
         # 3. project (optimal per-block SVD) and 4. fine-tune all parameters
         errors = {n: projection_error(dense.get_submodule(n).weight, s) for n, s in shapes.items()}
@@ -105,19 +96,16 @@ def main() -> None:
         if qb:  # the quantization round trip of the factors: what the packed artifact holds
             models.append(("finetuned_quant", fake_quantized(copy.deepcopy(tuned), qb)))
         val_acc = {name: evaluate_model(m, *val)[1] for name, m in models}
-        summary = {"dataset": meta["dataset"], "dataset_substituted": meta["substituted"], "model": C.model,
+        summary = {"model": C.model,
                    "reference": source, "replaced_weights_dense": rp["dense"], "replaced_weights_monarch": rp["monarch"],
                    "replaced_compression": rp["ratio"], "params_dense": count_params(dense), "params_monarch": count_params(tuned),
                    "projection_rel_error": errors, "finetune_seconds": hist.seconds,
                    **{f"val_acc_{k}": v for k, v in val_acc.items()},
                    "val_acc_drop_pp": 100 * (val_acc["dense"] - val_acc["finetuned"])}
         mlf.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    write_json("metrics/monarch.json", summary)
-    Path("plots/monarch").mkdir(parents=True, exist_ok=True)
-    with open("plots/monarch/history.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["step", "phase", "iteration", "train_loss", "val_loss", "val_acc"], extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    st.write_metrics(summary)
+    cols = ("step", "phase", "iteration", "train_loss", "val_loss", "val_acc")
+    write_csv(st.plot("history.csv"), [{k: r.get(k, "") for k in cols} for r in rows])
     print(f"monarch: {rp['dense']} -> {rp['monarch']} weights in {list(shapes)} ({rp['ratio']:.1f}x); val acc dense "
           f"{val_acc['dense']:.4f} projected {val_acc['projected']:.4f} fine-tuned {val_acc['finetuned']:.4f} "
           f"int{qb} {val_acc.get('finetuned_quant', float('nan')):.4f} ({meta['dataset']}, reference {source})")

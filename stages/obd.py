@@ -12,36 +12,27 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import shutil
 from pathlib import Path
 
 import torch
 
-from compress.checkpoint import CheckpointError
-from compress.data import load_meta, load_split
 from compress.hessian import figures
 from compress.prune import obd
-from compress.runtimes import load_baseline
 from compress.train import seed_everything
-from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_csv, write_json
-from stages.hessian_io import write_sparse_variant
+from compress.prune.export import write_sparse_variant
+from stages.common import Stage, write_csv
+from stages.pipeline import reports
 
-VARIANTS, REPORT, PLOTS = Path("variants/obd"), Path("reports/obd"), Path("plots/obd")
 
 
 def main() -> None:
-    args = stage_args(__doc__)
-    P = load_params_or_exit(args.params)
-    O = P.obd
-    meta = load_meta(P.data.out)
-    try:
-        model, spec = load_baseline(P.train.out)
-    except CheckpointError as e:
-        die(str(e))
-    calib, train, val = (load_split(P.data.out, s) for s in ("calib", "train", "val"))
+    st = Stage("obd", __doc__)
+    P, O, meta = st.P, st.P.obd, st.meta
+    model, spec = st.baseline()
+    calib, train, val = st.split("calib", "train", "val")
     need = O.hessian.batches * O.hessian.batch_size
     if need > len(calib[1]):
-        die(f"{args.params}: obd.hessian.batches x batch_size = {need} exceeds the {len(calib[1])} calibration images (data.calib_size)")
+        st.die(f"{st.args.params}: obd.hessian.batches x batch_size = {need} exceeds the {len(calib[1])} calibration images (data.calib_size)")
     seed_everything(P.seed)
     if O.threads is not None:
         torch.set_num_threads(O.threads)
@@ -49,7 +40,8 @@ def main() -> None:
     n_loss = min(O.loss_samples, len(train[1]))
     lb = [(train[0][i : i + 1000], train[1][i : i + 1000]) for i in range(0, n_loss, 1000)]
 
-    with mlflow_run(P, "obd", ["obd"], meta) as mlf:
+    REPORT = Path(reports("obd"))
+    with st.run() as mlf:
         # 1. one-shot curve from the trained baseline
         d = obd.hessian_diagonal(model, hb, O.diag, O.hessian.samples, seed=P.seed)
         sal = obd.saliency(model, d.diag)
@@ -62,13 +54,11 @@ def main() -> None:
         curve = obd.one_shot_curve(model, sal, d.grad, obd.curve_counts(total, O.curve_points, O.curve_max_fraction), lb, extra)
         print(f"obd: {O.diag} Hessian diagonal of {total} weights: {d.hvps} passes in {d.seconds:.1f}s; negative H_ii estimates: {neg}")
         # 2. iterative OBD (variants) and the magnitude control
-        if VARIANTS.exists():
-            shutil.rmtree(VARIANTS)
         rounds: dict[str, list[dict]] = {}
 
         def save(res: obd.RoundResult, m) -> None:
             name = f"obd-r{res.round}-sp{round(100 * res.sparsity)}"
-            write_sparse_variant(VARIANTS / name, m, name, "obd", "obd", spec, meta["dataset"], P.seed, res.sparsity,
+            write_sparse_variant(st.variants / name, m, name, "obd", "obd", spec, meta["dataset"], P.seed, res.sparsity,
                                  notes=f"OBD round {res.round}: Hutchinson-diagonal saliency ({O.hessian.samples} probes), "
                                        f"{O.retrain.max_iterations} retraining steps", extra=dataclasses.asdict(res))
             mlf.log_metrics({"val_acc": res.val_acc, "sparsity": res.sparsity, "loss_retrained": res.loss_retrained}, step=res.round)
@@ -82,18 +72,18 @@ def main() -> None:
                       f"(predicted +{r.predicted_increase:.4f}, actual +{r.actual_increase:.4f}) -> retrained {r.loss_retrained:.4f}; "
                       f"val acc {r.val_acc:.4f}")
         REPORT.mkdir(parents=True, exist_ok=True)
-        write_csv(PLOTS / "curve.csv", curve)
-        write_csv(PLOTS / "rounds.csv", rounds["obd"] + rounds["magnitude"])
+        write_csv(st.plot("curve.csv"), curve)
+        write_csv(st.plot("rounds.csv"), rounds["obd"] + rounds["magnitude"])
         figures.obd_figure(curve, rounds, REPORT / "obd_figure.png")
         mlf.log_artifact(str(REPORT / "obd_figure.png"))
         one_shot = {m: {r["removed"]: r["train_loss"] for r in curve if r["method"] == m} for m in ("obd", "magnitude")}
         wins = sum(one_shot["obd"][k] <= one_shot["magnitude"][k] for k in one_shot["obd"] if k > 0)
-        summary = {"dataset": meta["dataset"], "dataset_substituted": meta["substituted"], "loss_split": f"train[:{n_loss}]",
+        summary = {"loss_split": f"train[:{n_loss}]",
                    "weights": total, "diag": O.diag, "negative_diag_estimates": neg, "hessian_hvps": d.hvps, "hessian_seconds": d.seconds,
                    "one_shot_obd_not_worse_points": wins, "one_shot_points": len(one_shot["obd"]) - 1,
                    "final": {m: {k: rounds[m][-1][k] for k in ("sparsity", "loss_retrained", "val_acc")} for m in rounds}}
         mlf.log_metrics({"hessian_seconds": d.seconds, "one_shot_obd_not_worse_points": wins})
-    write_json("metrics/obd.json", summary)
+    st.write_metrics(summary)
     print(f"obd: one-shot OBD loss <= magnitude at {wins}/{summary['one_shot_points']} deletion counts")
 
 

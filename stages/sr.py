@@ -7,42 +7,36 @@
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from compress.data import load_meta, load_split
 from compress.models import MLP
 from compress.quant.formats import get_format
 from compress.quant.sr_training import stagnation_demo, train_low_precision
 from compress.train import fit, seed_everything
-from stages.common import load_params_or_exit, mlflow_run, stage_args, write_json
+from stages.common import Stage, write_csv
 
 
 def main() -> None:
-    args = stage_args(__doc__)
-    P = load_params_or_exit(args.params)
-    S, T = P.sr, P.sr.train
-    out = Path("plots/sr")
-    out.mkdir(parents=True, exist_ok=True)
-    meta = load_meta(P.data.out) if T.enabled else None
-    with mlflow_run(P, "sr", ["sr"] + (["data"] if T.enabled else []), meta,
-                    extra_tags=None if T.enabled else {"dataset": "none (synthetic)"}) as mlf:
+    st = Stage("sr", __doc__)
+    P, S, T = st.P, st.P.sr, st.P.sr.train
+    meta = st.meta
+    if not T.enabled:
+        st.meta = None  # the stagnation demo alone reads no data
+    with st.run(**({} if T.enabled else {"dataset": "none (synthetic)"})) as mlf:
         # 1. stagnation demo
-        r = stagnation_demo(S.format, S.target, S.x0, S.lr, S.steps, S.sr_runs, S.rounded, S.seed)
+        r = stagnation_demo(S.format, S.target, S.x0, S.lr, S.steps, S.sr_runs, S.rounded, P.seed)
         summary = {"format": S.format, "t": get_format(S.format).t, **r.summary(S.target)}
         sr_mean, sr_lo, sr_hi = r.sr.mean(0), r.sr.min(0).values, r.sr.max(0).values
-        with open(out / "stagnation.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["step", "exact", "rn", "sr_mean", "sr_min", "sr_max", "sr_run0"])
-            for k in range(len(r.steps)):
-                w.writerow([k, float(r.exact[k]), float(r.rn[k]), float(sr_mean[k]), float(sr_lo[k]), float(sr_hi[k]), float(r.sr[0, k])])
-        _plot(r, S, out / "stagnation.png")
+        write_csv(st.plot("stagnation.csv"), [{"step": k, "exact": float(r.exact[k]), "rn": float(r.rn[k]), "sr_mean": float(sr_mean[k]),
+                                              "sr_min": float(sr_lo[k]), "sr_max": float(sr_hi[k]), "sr_run0": float(r.sr[0, k])}
+                                             for k in range(len(r.steps))])
+        _plot(r, S, Path(st.plot("stagnation.png")))
         mlf.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-        mlf.log_artifact(str(out / "stagnation.png"))
+        mlf.log_artifact(st.plot("stagnation.png"))
 
         # 2. low-precision weight training, RN vs SR (validation accuracy only)
         if T.enabled:
-            train, val = load_split(P.data.out, "train"), load_split(P.data.out, "val")
+            train, val = st.split("train", "val")
             if T.train_size is not None:
                 train = (train[0][: T.train_size], train[1][: T.train_size])
             res = {}
@@ -63,10 +57,10 @@ def main() -> None:
             summary["weight_training"] = {"format": T.format, "hidden": T.hidden, "epochs": T.epochs, "lr": T.lr,
                                           "train_size": len(train[1]), "optimizer": "sgd (no momentum)", **res,
                                           "sr_minus_rn_val_acc_pp": 100 * (res["stochastic"]["val_acc"] - res["nearest"]["val_acc"])}
-            summary.update({"dataset": meta["dataset"], "dataset_substituted": meta["substituted"]})
+            st.meta = meta
         else:  # the stagnation demo alone reads no data
             summary.update({"dataset": "none (synthetic f(x) = (x - target)^2)", "dataset_substituted": False})
-    write_json("metrics/sr.json", summary)
+    st.write_metrics(summary)
     print(f"sr: RN stalls at x = {summary['rn_final']:g} (step {summary['rn_stall_step']}), SR mean ends at "
           f"{summary['sr_final_mean']:g}; target {S.target:g}")
 

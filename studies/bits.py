@@ -15,7 +15,7 @@ import sys
 
 from studies.common import SearchSpec, cli
 from studies.objectives import eval_bits, load_context
-from studies.spaces import bits_params, default_act, mlflow_params, read_hawq, suggest_bits
+from studies.spaces import bits_params, default_act, hawq_file, mlflow_params, read_hawq, suggest_bits
 
 
 def build_spec(P, ctx=None) -> tuple[SearchSpec, dict]:
@@ -27,7 +27,7 @@ def build_spec(P, ctx=None) -> tuple[SearchSpec, dict]:
     if S.enqueue_uniform:
         starts += [(f"uniform w{b}a{a0}", bits_params({n: b for n in layers}, {n: a0 for n in layers}))
                    for b in sorted(S.weight_bits, reverse=True)]
-    starts += [(label, bits_params(wb, {n: a0 for n in layers})) for label, wb in read_hawq(S.hawq_allocation, layers, S.weight_bits)]
+    starts += [(label, bits_params(wb, {n: a0 for n in layers})) for label, wb in read_hawq(hawq_file(S), layers, S.weight_bits)]
     qat = ({"steps": S.qat_steps, "report_every": S.qat_report_every, "lr": S.qat_lr} if S.trial_mode == "qat" else None)
     spec = SearchSpec(kind="bits", suggest=lambda t: suggest_bits(t, layers, S.weight_bits, S.act_bits),
                       evaluate=(lambda cfg, report: eval_bits(ctx, cfg, qat=qat, report=report)) if qat else

@@ -14,6 +14,7 @@ minimise).  ``run_study``:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -182,12 +183,12 @@ def trials_frame(study: optuna.Study):
 # --------------------------------------------------------------------------- CLI
 def cli(kind: str, build_spec: Callable[[Any], SearchSpec], argv: list[str] | None = None) -> int:
     """``python -m studies.<kind> --storage URL --study NAME --n-trials N`` (one worker)."""
-    from compress.config import ConfigError, load_params
 
     ap = argparse.ArgumentParser(prog=f"python -m studies.{kind}",
                                  description=f"Run one worker of the {kind} search (Optuna). Start several, on one or "
                                              "many machines, with the same --storage and --study to share the study.")
-    ap.add_argument("--params", default="params.yaml", help="params file (inputs, candidate sets, tracking)")
+    ap.add_argument("--params", default="params.yaml", help="params file of the project (inputs, candidate sets, tracking); "
+                                                           "the worker runs in its folder, where the pipeline's files are")
     ap.add_argument("--storage", help="storage URL (default: search.storage): journal:PATH, sqlite:///PATH, postgresql://...")
     ap.add_argument("--study", help="study name (default: <search.study_prefix>-<kind>-<inputs hash>, as the search stage)")
     ap.add_argument("--n-trials", type=int, help="trials this worker runs (default: search.n_trials)")
@@ -198,8 +199,16 @@ def cli(kind: str, build_spec: Callable[[Any], SearchSpec], argv: list[str] | No
                     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI as set when the worker starts, else tracking.uri)")
     ap.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     a = ap.parse_args(argv)
+    project = Path(a.params).resolve().parent if Path(a.params).is_file() else Path.cwd()
+    with contextlib.chdir(project):  # the pipeline's relative paths (stages/pipeline.py) start there
+        return _worker(kind, build_spec, a, Path(a.params).resolve() if Path(a.params).is_file() else a.params)
+
+
+def _worker(kind: str, build_spec, a, params) -> int:
+    from compress.config import ConfigError, load_params
+
     try:
-        P = load_params(a.params)
+        P = load_params(params)
         S = P.search
         for key, val in (("sampler", a.sampler), ("n_trials", a.n_trials), ("storage", a.storage)):
             if val is not None:
@@ -223,9 +232,11 @@ def cli(kind: str, build_spec: Callable[[Any], SearchSpec], argv: list[str] | No
         name = a.study or study_name(P, kind, spec)
         tracker = None if (a.no_mlflow or not P.tracking.enabled) else make_tracker(P, meta, kind, a.tracking_uri)
         seed = a.seed if a.seed is not None else P.seed * 100003 + os.getpid()
+        from stages.pipeline import SEARCH_FIGURES
+
         study = run_study(spec, S.storage, name, S.n_trials, mode="total" if a.total else "add", sampler=S.sampler,
                           seed=seed, population_size=S.population_size, heartbeat_s=S.heartbeat_s, tracker=tracker,
-                          on_done=lambda st: plot_study(st, Path(S.out) / "figures"), pruner=make_pruner(S))
+                          on_done=lambda st: plot_study(st, Path(SEARCH_FIGURES)), pruner=make_pruner(S))
     except (StorageError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

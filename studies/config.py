@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from compress.config import Section
 
 SAMPLERS = ("nsga2", "tpe", "random")
-STUDY_KINDS = ("bits", "sparsity", "joint")
+STUDY_MODULES = {"bits": "studies.bits", "sparsity": "studies.sparsity", "joint": "studies.joint"}  # kind -> build_spec
 MAX_BITS = 8  # the packed integer formats of compress.quant.packing hold 1..8 bits
 
 
@@ -36,33 +36,41 @@ def check_bits(values: list, key: str, allow_float: bool) -> list:
 class SearchConfig(Section):
     """Multi-objective searches: accuracy (max, validation split) x artifact bytes (min)."""
 
-    studies: list[Literal["bits", "sparsity", "joint"]] = Field(default_factory=lambda: ["bits", "sparsity"])
+    studies: list[str] = Field(default_factory=lambda: ["bits", "sparsity"],
+                               description="bits (per-layer W/A bits, PTQ) | sparsity (per-layer magnitude levels) | joint")
     n_trials: int = Field(12, description="finished trials each study must hold (resumes: only the missing ones run)")
-    sampler: str = "nsga2"
+    sampler: str = Field("nsga2", description="nsga2 | tpe (multi-objective TPE) | random")
     population_size: int = Field(6, ge=2, description="NSGA-II population (generation size)")
     storage: str = Field("journal:search/optuna.journal",
                          description="journal:PATH (default, multi-process safe file), sqlite:///PATH or postgresql://...")
-    study_prefix: str = Field("compress", min_length=1)
-    weight_bits: list[int] = Field(default_factory=lambda: [2, 3, 4, 6, 8])
-    act_bits: list[int | None] = Field(default_factory=lambda: [4, 6, 8])
-    sparsity_levels: list[float] = Field(default_factory=lambda: [0.0, 0.5, 0.7, 0.8, 0.9, 0.95])
+    study_prefix: str = Field("compress", min_length=1, description="study name: <prefix>-<kind>-<hash of baseline, ranges, candidates>")
+    weight_bits: list[int] = Field(default_factory=lambda: [2, 3, 4, 6, 8], description="per-layer weight-bit candidates")
+    act_bits: list[int | None] = Field(default_factory=lambda: [4, 6, 8], description="per-layer activation-bit candidates (null: float)")
+    sparsity_levels: list[float] = Field(default_factory=lambda: [0.0, 0.5, 0.7, 0.8, 0.9, 0.95], description="per-layer sparsity candidates")
     joint_weight_bits: list[int] = Field(default_factory=lambda: [4, 8], description="bit candidates of the joint search")
     trial_mode: Literal["ptq", "qat"] = Field("ptq", description="bits trials: PTQ only, or a short QAT fine-tune")
     qat_steps: int = Field(60, ge=1, description="QAT optimizer steps per trial (trial_mode: qat)")
     qat_report_every: int = Field(20, ge=1, description="validate (and maybe stop) every N QAT steps")
-    qat_lr: float = Field(1e-4, gt=0)
+    qat_lr: float = Field(1e-4, gt=0, description="learning rate of the QAT trials")
     pruner: Literal["median", "none"] = Field("median", description="QAT trials: median stopping rule or none")
     pruner_warmup_trials: int = Field(4, ge=1, description="complete trials needed before the pruner acts")
-    calibration: str = Field("minmax", description="observer in calibrate.out whose activation ranges the PTQ trials use")
+    calibration: str = Field("minmax", description="observer in calibration/ranges.json whose activation ranges the PTQ trials use")
     eval_size: int | None = Field(2000, ge=1, description="validation images per trial (null: the whole split)")
     latency: bool = Field(True, description="measure each trial's deployed-form latency (batch 1 and 256)")
-    latency_repeats: int = Field(5, ge=1)
+    latency_repeats: int = Field(5, ge=1, description="timed calls per trial latency")
     latency_threads: int | None = Field(1, ge=1, description="torch threads while timing trials (null: all cores)")
     enqueue_uniform: bool = Field(True, description="enqueue uniform allocations as the first trials")
-    hawq_allocation: str | None = Field("hawq/allocation.json", description="enqueued when the file exists; null: never")
+    use_hawq: bool = Field(True, description="enqueue the hawq stage's allocations (hawq/allocation.json) when that file exists")
     export_front: int = Field(3, ge=0, description="export this many Pareto-optimal trials per study as variants")
     heartbeat_s: int = Field(10, ge=1, description="RDB storages: a trial without heartbeat for 3x this is failed and retried")
-    out: str = "search"
+
+    @field_validator("studies")
+    @classmethod
+    def _kinds(cls, v: list[str]) -> list[str]:
+        bad = [k for k in v if k not in STUDY_MODULES]
+        if bad:
+            raise ValueError(f"unknown study {bad[0]!r}; allowed: {', '.join(STUDY_MODULES)}")
+        return v
 
     @field_validator("n_trials")
     @classmethod

@@ -13,7 +13,7 @@ import sys
 
 from studies.common import SearchSpec, cli
 from studies.objectives import eval_joint, load_context
-from studies.spaces import (bits_params, default_act, mlflow_params, read_hawq, sparsity_params, suggest_bits,
+from studies.spaces import (bits_params, default_act, hawq_file, mlflow_params, read_hawq, sparsity_params, suggest_bits,
                             suggest_sparsity)
 
 
@@ -31,7 +31,7 @@ def build_spec(P, ctx=None) -> tuple[SearchSpec, dict]:
             for s in dict.fromkeys((dense, mid)):
                 starts.append((f"uniform w{b}a{a0} s{s:g}", {**bits_params({n: b for n in layers}, {n: a0 for n in layers}),
                                                              **sparsity_params({n: s for n in layers})}))
-    for label, wb in read_hawq(S.hawq_allocation, layers, S.joint_weight_bits):
+    for label, wb in read_hawq(hawq_file(S), layers, S.joint_weight_bits):
         starts.append((label, {**bits_params(wb, {n: a0 for n in layers}), **sparsity_params({n: dense for n in layers})}))
 
     def suggest(t):

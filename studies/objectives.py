@@ -36,7 +36,7 @@ from compress.checkpoint import load_into
 from compress.data import load_meta, load_split
 from compress.evaluate import measure_latency
 from compress.models import count_params, prunable_layers
-from compress.runtimes import model_from_spec
+from compress.models import model_from_spec
 from compress.train import evaluate_model
 
 
@@ -84,7 +84,9 @@ def load_context(P, need_ranges: bool = True) -> Context:
     mixing trials, while an unrelated change (another study's candidates) resumes.
     """
     S = P.search
-    base = Path(P.train.out)
+    from stages.pipeline import BASELINE, PREPARED, RANGES
+
+    base = Path(BASELINE)
     spec_path, weights = base / "spec.json", base / "model.safetensors"
     if not spec_path.exists():
         raise FileNotFoundError(f"{spec_path} missing: run the train stage first (dvc repro train)")
@@ -92,12 +94,12 @@ def load_context(P, need_ranges: bool = True) -> Context:
     model = model_from_spec(spec)
     load_into(model, weights)
     model.eval()
-    meta = load_meta(P.data.out)
-    x, y = load_split(P.data.out, "val")
+    meta = load_meta(PREPARED)
+    x, y = load_split(PREPARED, "val")
     if S.eval_size is not None:
         x, y = x[: S.eval_size], y[: S.eval_size]
     ranges, ranges_blob = None, b""
-    rpath = Path(P.calibrate.out)
+    rpath = Path(RANGES)
     if need_ranges:
         if not rpath.exists():
             raise FileNotFoundError(f"{rpath} missing: run the calibrate stage first (dvc repro calibrate)")
@@ -107,7 +109,7 @@ def load_context(P, need_ranges: bool = True) -> Context:
     fps = {kind: _sha(common.encode(), json.dumps({k: getattr(S, k) for k in keys}, sort_keys=True).encode(),
                       ranges_blob if kind != "sparsity" else b"")
            for kind, keys in FINGERPRINT_KEYS.items()}
-    train = load_split(P.data.out, "train") if S.trial_mode == "qat" and "bits" in S.studies else None
+    train = load_split(PREPARED, "train") if S.trial_mode == "qat" and "bits" in S.studies else None
     return Context(model, spec, x, y, ranges, meta, S.latency, S.latency_repeats, S.latency_threads, fps, train)
 
 

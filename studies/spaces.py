@@ -45,6 +45,13 @@ def mlflow_params(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def hawq_file(S) -> str | None:
+    """The hawq stage's allocations file, when ``search.use_hawq`` asks for its trials to be enqueued."""
+    from stages.pipeline import HAWQ_ALLOCATION
+
+    return HAWQ_ALLOCATION if S.use_hawq else None
+
+
 def read_hawq(path: str | Path | None, layers: list[str], wbits: list[int]) -> list[tuple[str, dict[str, int]]]:
     """HAWQ allocations found in ``path`` as (label, {layer: bits}); none if the file is absent.
 

@@ -1,5 +1,4 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +28,16 @@ def digits_prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
     save_prepared(prepare(DataConfig(source="digits", val_size=200, calib_size=128), seed=0), out)
     return out
+
+
+def project_layout(root: Path, prepared: Path | None = None, baseline: Path | None = None) -> Path:
+    """A project folder for running stage scripts with ``cwd=root``: the pipeline's relative paths
+    (stages/pipeline.py) point at ``prepared`` (data/prepared) and ``baseline`` (models/baseline), linked in."""
+    from stages.pipeline import BASELINE, PREPARED
+
+    root = Path(root)
+    for src, rel in ((prepared, PREPARED), (baseline, BASELINE)):
+        if src is not None and Path(src).resolve() != (root / rel).resolve():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).symlink_to(Path(src).resolve(), target_is_directory=True)
+    return root

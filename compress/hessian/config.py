@@ -9,12 +9,9 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from compress.config import Section, fit_config
+from compress.config import FitConfig, Section
 
 
-FinetuneConfig = fit_config(
-    "FinetuneConfig", "A short training run (same knobs as ``train``); max_iterations is per block for HAWQ.",
-    epochs=1, lr=1e-4, schedule="cosine", max_iterations=30)
 
 
 class ProbeConfig(Section):
@@ -42,18 +39,19 @@ class HessianConfig(ProbeConfig):
 class HawqConfig(Section):
     blocks: Literal["layer", "residual"] | dict[str, list[str]] = Field(
         "layer", description="'layer': each conv/linear; 'residual': residual blocks; or {name: [layer-name globs]}")
-    hessian: HessianConfig = Field(default_factory=HessianConfig)
-    bit_candidates: list[int] = Field(default_factory=lambda: [2, 3, 4, 6, 8])
+    hessian: HessianConfig = Field(default_factory=HessianConfig, description="the loss (calibration batches) and probes")
+    bit_candidates: list[int] = Field(default_factory=lambda: [2, 3, 4, 6, 8], description="weight widths a block may get")
     budgets_avg_bits: list[float] = Field(default_factory=lambda: [2.5, 3.0, 3.5, 4.0],
                                           description="model-size budgets: average weight bits over all blocks")
     uniform_bits: list[int] = Field(default_factory=lambda: [2, 3, 4], description="uniform-precision baselines")
     objective: Literal["eigenvalue", "trace"] = Field(
         "eigenvalue", description="ILP weight per block: lambda_i (HAWQ) or Tr(H_i)/n_i (HAWQ-v2)")
     act_bits: int | None = Field(8, ge=2, le=16, description="activation bits (null: float activations)")
-    observer: str = "minmax"
+    observer: str = Field("minmax", description="activation-range observer (calibration split)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="fine-tune seeds of the HAWQ-vs-uniform claim")
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    landscape_points: int = Field(21, ge=3)
+    finetune: FitConfig = Field(default_factory=FitConfig, description="block-wise QAT in Omega order: this FitConfig "
+                                                                        "block per block (max_iterations: steps per block)")
+    landscape_points: int = Field(21, ge=3, description="points of each 1-D loss landscape (HAWQ Fig. 2)")
     landscape_radius: float = Field(0.5, gt=0, description="max |eps| of W + eps*v along the unit top eigenvector")
     threads: int | None = Field(1, ge=1, description="torch CPU threads for this stage (null: torch default); "
                                 "1 avoids oversubscribing cores shared with other stages")
@@ -105,14 +103,14 @@ class HawqConfig(Section):
 
 
 class ObdConfig(Section):
-    hessian: ProbeConfig = Field(default_factory=lambda: ProbeConfig(samples=32))
+    hessian: ProbeConfig = Field(default_factory=lambda: ProbeConfig(samples=32), description="the loss (calibration batches) and probes")
     diag: Literal["ggn", "hutchinson", "exact"] = Field(
         "ggn", description="H_ii estimator: 'ggn' (Rademacher Gauss-Newton, never negative), 'hutchinson' "
                            "(z*Hz HVP probes), 'exact' (one HVP per weight: small models only)")
     compare_hutchinson: bool = Field(True, description="also draw the one-shot curve with the plain Hutchinson diagonal")
     rounds: int = Field(4, ge=1, description="prune -> retrain rounds (LeCun et al.'s OBD procedure)")
     prune_fraction: float = Field(0.5, gt=0, lt=1, description="fraction of the remaining weights deleted per round")
-    retrain: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(lr=5e-4, max_iterations=300))
+    retrain: FitConfig = Field(default_factory=FitConfig, description="retraining after each deletion round (a FitConfig block)")
     curve_points: int = Field(16, ge=2, description="points of the one-shot OBD-vs-magnitude curve")
     curve_max_fraction: float = Field(0.9, gt=0, lt=1, description="largest deleted fraction on that curve")
     loss_samples: int = Field(5000, ge=1, description="training images used to measure the training loss")

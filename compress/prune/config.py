@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from compress.config import Section, fit_config
+from compress.config import FitConfig, Section
 
 
 def _sparsity(v: float) -> float:
@@ -23,27 +23,35 @@ def _rate(v: float) -> float:
     return v
 
 
-FinetuneConfig = fit_config(
-    "FinetuneConfig", "Training after pruning (same knobs as ``train``); max_iterations caps each phase.",
-    epochs=1, lr=2e-3, schedule="cosine", max_iterations=150)
 
 
 class PruneVariant(Section):
     """One pruned variant: ``variants/prune/prune-<key>/``."""
 
-    method: Literal["magnitude", "gradient", "structured"] = "magnitude"
-    scope: Literal["layer", "global"] = "global"
-    criterion: Literal["percentage", "topk", "threshold"] = "percentage"
-    sparsity: float = 0.9  # percentage (and structured: fraction of units removed per layer)
+    method: str = Field("magnitude", description="a registered score (compress.prune.magnitude.SCORES: magnitude = |w|, "
+                        "gradient = |w dL/dw|, ...) or structured (whole units removed: a smaller dense model)")
+    scope: Literal["layer", "global"] = Field("global", description="rank weights per layer or across all layers")
+    criterion: Literal["percentage", "topk", "threshold"] = Field("percentage", description="percentage (sparsity) | topk (keep k) | "
+                                                                                  "threshold (keep score > tau)")
+    sparsity: float = Field(0.9, description="fraction of weights removed (structured: of units removed per layer)")
     k: int | None = Field(None, ge=1, description="topk: weights kept (per layer or in total)")
     tau: float | None = Field(None, ge=0, description="threshold: keep score > tau")
     rounds: int = Field(1, ge=1, description="reach the target in this many prune + fine-tune rounds")
     layers: list[str] | None = Field(None, description="fnmatch patterns of layer names; null = all prunable layers")
-    norm: Literal["l1", "l2"] = "l1"  # structured: unit score
+    norm: Literal["l1", "l2"] = Field("l1", description="structured: the unit score")
     l1_lambda: float = Field(0.0, ge=0, description=">0: train with loss + lambda*||w||_1 before pruning")
     grad_batches: int = Field(8, ge=1, description="gradient method: batches averaged for the saliency")
 
     _s = field_validator("sparsity")(classmethod(lambda cls, v: _sparsity(v)))
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        from compress.prune.magnitude import SCORES  # the registry is the only source of criterion names
+
+        if v != "structured" and v not in SCORES:
+            raise ValueError(f"unknown pruning method {v!r}; allowed: {', '.join([*SCORES, 'structured'])}")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "PruneVariant":
@@ -70,12 +78,13 @@ def _default_variants() -> dict[str, PruneVariant]:
 
 
 class PruneConfig(Section):
-    baseline: str = "models/baseline"
-    out: str = "variants/prune"
-    storage: Literal["auto", "bitmask", "csr"] = "auto"
+    storage: Literal["auto", "bitmask", "csr"] = Field("auto", description="sparse layout per tensor: auto (the smaller of "
+                                                                          "bitmask / CSR) | bitmask | csr")
     threads: int | None = Field(1, ge=1, description="torch threads while training (null: all cores)")
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    variants: dict[str, PruneVariant] = Field(default_factory=_default_variants)
+    finetune: FitConfig = Field(default_factory=FitConfig, description="training after every pruning round and for the L1 "
+                                                                        "phase (a FitConfig block; max_iterations caps each phase)")
+    variants: dict[str, PruneVariant] = Field(default_factory=_default_variants,
+                                              description="key -> variants/prune/prune-<key>/ (see PruneVariant)")
 
     @field_validator("variants")
     @classmethod
@@ -96,27 +105,26 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class LotteryConfig(Section):
-    preset: Literal["paper", "default"] = "default"
-    model: str = "lenet300"
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    init: Literal["glorot", "kaiming", "default"] = "glorot"
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    rate: float = 0.2  # fraction of remaining weights pruned per layer per round
-    output_rate: float | None = None  # null: rate / 2 (the paper's output layer)
+    preset: Literal["paper", "default"] = Field("default", description="training regime (see PRESETS); explicit keys below override it")
+    model: str = Field("lenet300", description="trained here from its own w0 per seed")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="constructor arguments of the model")
+    init: Literal["glorot", "kaiming", "default"] = Field("glorot", description="initialisation of w0 (the paper: Glorot)")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="one IMP run per seed (intervals over seeds)")
+    rate: float = Field(0.2, description="fraction of the remaining weights pruned per layer per round")
+    output_rate: float | None = Field(None, description="the output layer's rate; null: rate / 2 (the paper)")
     target_remaining: float = Field(0.036, gt=0, le=1, description="stop when at most this fraction of weights remains")
     rewind_iteration: int = Field(0, ge=0, description="0: reset to w0; k: rewind to the weights at iteration k")
-    controls: list[Literal["reinit", "random_mask"]] = Field(default_factory=lambda: ["reinit", "random_mask"])
+    controls: list[Literal["reinit", "random_mask"]] = Field(default_factory=lambda: ["reinit", "random_mask"],
+                                                             description="reinit: same mask, new init | random_mask: random mask, same init")
     controls_max_remaining: float = Field(1.0, gt=0, le=1, description="train controls only at levels with at most "
                                           "this fraction of weights remaining (1.0: every level, as in the paper)")
     # null: taken from the preset
-    iterations: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0)
-    optimizer: Literal["adam", "adamw", "sgd"] | None = None
-    eval_every: int | None = Field(None, ge=1)
+    iterations: int | None = Field(None, ge=1, description="training iterations per round (null: from the preset)")
+    batch_size: int | None = Field(None, ge=1, description="null: from the preset")
+    lr: float | None = Field(None, gt=0, description="null: from the preset")
+    optimizer: Literal["adam", "adamw", "sgd"] | None = Field(None, description="null: from the preset")
+    eval_every: int | None = Field(None, ge=1, description="validate every N iterations (null: from the preset)")
     threads: int | None = Field(1, ge=1, description="torch threads (null: all cores)")
-    plots: str = "plots/lottery"
-    out: str = "variants/lottery"  # the chosen ticket, as a variant for the evaluate stage
 
     _r = field_validator("rate")(classmethod(lambda cls, v: _rate(v)))
 

@@ -81,7 +81,7 @@ def _new_spec(spec: dict, model: nn.Module, widths: list[int]) -> dict:
 
 def shrink(model: nn.Module, spec: dict, keep: dict[str, torch.Tensor]) -> tuple[nn.Module, dict]:
     """Build the smaller dense model keeping units ``keep[producer]``; returns (model, spec)."""
-    from compress.runtimes import model_from_spec
+    from compress.models import model_from_spec
 
     sd = dense_state_dict(model)
     units = units_of(model)

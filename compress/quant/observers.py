@@ -278,6 +278,12 @@ __all__ = ["Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "Histogr
            "MSEObserver", "KLObserver", "OBSERVERS", "make_observer", "calibrate", "read_ranges"]
 
 
+def ranges_rows(by_bits: dict[str, dict[str, dict[str, tuple[float, float]]]]) -> list[dict]:
+    """``{act_bits: {method: {layer: (lo, hi)}}}`` as table rows (act_bits, method, layer, lo, hi, width)."""
+    return [{"act_bits": b, "method": m, "layer": layer, "lo": f"{lo:.6g}", "hi": f"{hi:.6g}", "width": f"{hi - lo:.6g}"}
+            for b, table in by_bits.items() for m, layers in table.items() for layer, (lo, hi) in layers.items()]
+
+
 def read_ranges(data: dict, method: str, bits: int | None = None, source: str = "calibration/ranges.json") -> dict[str, tuple[float, float]]:
     """One method's ``{layer: (lo, hi)}`` from the calibrate stage's file.
 

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from compress.config import Section, fit_config
+from compress.config import FitConfig, Section
 
 # The dense models the stage can start from: (registry name, kwargs).  "baseline" = models/baseline.
 REFERENCE_MODELS: dict[str, tuple[str, dict]] = {
@@ -15,19 +15,23 @@ REFERENCE_MODELS: dict[str, tuple[str, dict]] = {
 }
 
 
-MonarchTrain = fit_config("MonarchTrain", "Training knobs for compress.train.fit (as in ``train``).", epochs=5, lr=2e-3,
-                          schedule="onecycle")
 
 
 class MonarchConfig(Section):
-    model: Literal["mlp1024", "lenet300", "lenet5", "baseline"] = "mlp1024"
-    layers: list[str] | str = "hidden"  # 'hidden' = every Linear but the classifier output
-    nblocks: int | str = "sqrt"  # blocks per side; 'sqrt': the divisor nearest sqrt(n) on each side
-    rank: int = Field(1, ge=1)  # rank of every (input block, output block) slice; 1 = the paper's Monarch
-    reference: MonarchTrain = Field(default_factory=MonarchTrain)
-    finetune: MonarchTrain = Field(default_factory=MonarchTrain)
-    quant_bits: int | None = Field(8, ge=2, le=8, description="bits of the fine-tuned factors' extra variant; null: none")
-    out: str = "variants/monarch"
+    model: Literal["mlp1024", "lenet300", "lenet5", "baseline"] = Field(
+        "mlp1024", description="mlp1024 (784-1024-1024-10) | lenet300 | lenet5 | baseline (models/baseline as is); a named "
+                               "model other than the baseline's architecture is trained here first (monarch.reference)")
+    layers: list[str] | str = Field("hidden", description="'hidden' = every Linear but the classifier output, or a list of "
+                                                          "Linear layer names, e.g. [net.1, net.3]")
+    nblocks: int | str = Field("sqrt", description="blocks per side: 'sqrt' = the divisor nearest sqrt(n) (the paper's m), or "
+                                                   "an int dividing both sizes")
+    rank: int = Field(1, ge=1, description="rank of each (input block, output block) slice; 1 = Monarch as in the paper")
+    reference: FitConfig = Field(default_factory=FitConfig, description="training of the dense reference (a FitConfig block; "
+                                                                         "only when the baseline is not monarch.model)")
+    finetune: FitConfig = Field(default_factory=FitConfig, description="fine-tuning of the projected model, all parameters "
+                                                                        "(a FitConfig block)")
+    quant_bits: int | None = Field(8, ge=2, le=8, description="also write monarch-finetuned-int<bits>: per-channel integer "
+                                                               "factors; null: skip")
 
     @field_validator("nblocks", mode="before")
     @classmethod

@@ -115,14 +115,14 @@ def test_landscape_curvature_along_top_eigenvector_is_lambda(tiny):
 
 
 def test_blockwise_finetune_trains_only_the_current_block(tiny):
-    from compress.hessian.config import FinetuneConfig
+    from compress.config import FitConfig
     from compress.quant.fakequant import quantize_model
 
     model, batches = tiny
     blocks = hawq.resolve_blocks(model, "layer")
     q = quantize_model(model, {"conv": 2, "fc1": 4, "fc2": 8}, None)
     (x, y), val = batches[0], batches[1]
-    cfg = FinetuneConfig(lr=1e-2, max_iterations=3, batch_size=16)
+    cfg = FitConfig(lr=1e-2, max_iterations=3, batch_size=16)
     seen = []
 
     def spy(m, tr, va, c, **kw):

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compress.hessian.config import FinetuneConfig, ObdConfig, ProbeConfig
+from compress.config import FitConfig
+from compress.hessian.config import ObdConfig, ProbeConfig
 from compress.prune import obd
 from compress.prune.masks import apply_masks, get_masks, sparsity
 from tests.hessian.conftest import explicit_hessian
@@ -88,7 +89,7 @@ def test_hutchinson_saliency_is_seeded(relu):
 def test_iterative_procedure_sparsity_and_monotone_masks(relu, scorer, diag):
     model, batches = relu
     cfg = ObdConfig(hessian=ProbeConfig(samples=4), diag=diag, rounds=3, prune_fraction=0.5,
-                    retrain=FinetuneConfig(lr=1e-2, max_iterations=2, batch_size=24))
+                    retrain=FitConfig(lr=1e-2, max_iterations=2, batch_size=24))
     seen = []
 
     def on_round(res, m):

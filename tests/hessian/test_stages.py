@@ -24,19 +24,18 @@ TINY = {
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     p = prepare(DataConfig(source="digits", train_size=200, val_size=60, test_size=50, calib_size=64, download=False), seed=0)
-    save_prepared(p, tmp_path / "data")
+    save_prepared(p, tmp_path / "data" / "prepared")
     torch.manual_seed(0)
     m = build_model("lenet5", p.meta["input_shape"], p.meta["num_classes"])
-    save_state_dict(m, tmp_path / "base" / "model.safetensors")
+    save_state_dict(m, tmp_path / "models" / "baseline" / "model.safetensors")
     spec = {"name": "lenet5", "kwargs": {}, "input_shape": p.meta["input_shape"], "num_classes": p.meta["num_classes"]}
-    (tmp_path / "base" / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "models" / "baseline" / "spec.json").write_text(json.dumps(spec))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def _params(workdir, **over):
-    raw = {"data": {"source": "digits", "val_size": 60, "out": str(workdir / "data")}, "train": {"out": str(workdir / "base")},
-           "tracking": {"enabled": False}, **TINY}
+    raw = {"data": {"source": "digits", "val_size": 60}, "tracking": {"enabled": False}, **TINY}
     for k, v in over.items():
         raw[k] = {**raw.get(k, {}), **v}
     (workdir / "params.yaml").write_text(yaml.safe_dump(raw))

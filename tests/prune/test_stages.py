@@ -14,6 +14,7 @@ from compress.config import ConfigError, validate_params
 from compress.models import build_model, count_params
 from compress.runtimes import load_predictor
 from compress.variants import discover, model_spec
+from tests.conftest import project_layout
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,18 +36,17 @@ def test_bad_values_are_one_line_errors_naming_the_key(raw, key):
 def _setup(tmp_path, digits_prepared, prune=None, lottery=None):
     torch.manual_seed(0)
     spec = model_spec("lenet5", {}, (1, 28, 28), 10)
-    base = tmp_path / "baseline"
-    base.mkdir()
+    base = tmp_path / "models" / "baseline"
+    base.mkdir(parents=True)
+    project_layout(tmp_path, prepared=digits_prepared)
     model = build_model("lenet5", (1, 28, 28), 10)
     save_state_dict(model, base / "model.safetensors")
     (base / "spec.json").write_text(json.dumps(spec))
-    params = {"data": {"source": "digits", "val_size": 200, "calib_size": 128, "out": str(digits_prepared)},
+    params = {"data": {"source": "digits", "val_size": 200, "calib_size": 128},
               "tracking": {"enabled": False},
-              "prune": {"baseline": str(base), "out": str(tmp_path / "variants/prune"), "finetune": {"max_iterations": 5},
-                        **(prune or {})},
+              "prune": {"finetune": {"max_iterations": 5}, **(prune or {})},
               "lottery": {"iterations": 10, "eval_every": 5, "seeds": [0, 1], "target_remaining": 0.85,
-                          "model": "mlp", "model_kwargs": {"hidden": [32, 16]},
-                          "plots": str(tmp_path / "plots/lottery"), "out": str(tmp_path / "variants/lottery"), **(lottery or {})}}
+                          "model": "mlp", "model_kwargs": {"hidden": [32, 16]}, **(lottery or {})}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path, count_params(model)

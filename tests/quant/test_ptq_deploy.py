@@ -1,5 +1,4 @@
 """PTQ artifacts load back to exactly the simulated model; int8 deployment uses the same ranges."""
-import json
 
 import numpy as np
 import pytest

@@ -13,7 +13,7 @@ from compress.quant.observers import calibrate
 from compress.quant.packing import load_packed
 from compress.quant.qat import (LSQLinear, export_quantized, lsq_fake_quant, make_qat_optimizer, prepare_qat, qat_layers,
                                 save_qat_packed, train_qat)
-from compress.quant.qat_config import parse_bits
+from compress.quant.config import parse_bits
 from compress.train import evaluate_model
 
 

@@ -15,10 +15,11 @@ import yaml
 from compress.config import DataConfig
 from compress.data import load_split, prepare, save_prepared
 from compress.evaluate import accuracy
-from compress.runtimes import load_predictor, model_from_spec
+from compress.runtimes import load_predictor
 from compress.structured.quantize import load_quantized, quantize_factor, roundtrip, save_quantized
-from compress.structured.monarch import MonarchLinear, MonarchShape, monarchize, plan
+from compress.structured.monarch import monarchize, plan
 from compress.variants import discover
+from tests.conftest import project_layout
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +30,10 @@ def digits_dir(tmp_path_factory):
 
 
 def run_stage(tmp_path, monkeypatch, prepared, monarch: dict):
-    params = {"seed": 0, "data": {"source": "digits", "val_size": 200, "calib_size": 64, "out": str(prepared)},
+    params = {"seed": 0, "data": {"source": "digits", "val_size": 200, "calib_size": 64},
               "tracking": {"enabled": False},
               "monarch": monarch}
+    project_layout(tmp_path, prepared=prepared)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["stages.monarch"])
@@ -43,7 +45,7 @@ def run_stage(tmp_path, monkeypatch, prepared, monarch: dict):
 def test_stage_writes_loadable_variants(tmp_path, monkeypatch, digits_dir):
     tiny = {"epochs": 1, "max_iterations": 8, "batch_size": 64}
     run_stage(tmp_path, monkeypatch, digits_dir,
-              {"model": "lenet300", "reference": tiny, "finetune": tiny, "out": "variants/monarch"})
+              {"model": "lenet300", "reference": tiny, "finetune": tiny})
     found = {m.variant: (f, m) for f, m in discover(tmp_path / "variants")}
     assert set(found) == {"monarch-dense-ref", "monarch-projected", "monarch-finetuned", "monarch-finetuned-int8"}
     metrics = json.loads((tmp_path / "metrics/monarch.json").read_text())
@@ -126,7 +128,8 @@ def test_aim_on_full_mnist(tmp_path_factory, tmp_path, monkeypatch):
         pytest.skip(f"no MNIST under {root}")
     prepared = tmp_path_factory.mktemp("mnist")
     save_prepared(prepare(DataConfig(source="mnist", root=root, download=False, offline_fallback=None), seed=0), prepared)
-    params = {"seed": 0, "data": {"source": "mnist", "root": root, "out": str(prepared)}, "tracking": {"enabled": False}}
+    params = {"seed": 0, "data": {"source": "mnist", "root": root}, "tracking": {"enabled": False}}
+    project_layout(tmp_path, prepared=prepared)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["stages.monarch"])

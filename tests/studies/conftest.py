@@ -13,7 +13,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_project(root: Path, search: dict | None = None, tracking: bool = False) -> Path:
-    import torch
 
     from compress.checkpoint import save_state_dict
     from compress.config import DataConfig, TrainConfig
@@ -26,7 +25,7 @@ def make_project(root: Path, search: dict | None = None, tracking: bool = False)
     root.mkdir(parents=True, exist_ok=True)
     data = root / "data" / "prepared"
     save_prepared(prepare(DataConfig(source="digits", root=str(root / "raw"), download=False, val_size=300,
-                                     calib_size=128, out=str(data)), seed=0), data)
+                                     calib_size=128), seed=0), data)
     meta = json.loads((data / "meta.json").read_text())
     seed_everything(0)
     kwargs = {"hidden": [32, 16]}
@@ -43,17 +42,29 @@ def make_project(root: Path, search: dict | None = None, tracking: bool = False)
     (root / "calibration" / "ranges.json").write_text(json.dumps({"ranges": {m: {k: list(v) for k, v in r.items()} for m, r in ranges.items()}}))
     params = {
         "seed": 0,
-        "data": {"source": "digits", "out": str(data), "val_size": 300, "calib_size": 128},
+        "data": {"source": "digits", "val_size": 300, "calib_size": 128},
         "model": {"name": "mlp", "kwargs": kwargs},
-        "train": {"out": str(base), "device": "cpu"},
-        "calibrate": {"out": str(root / "calibration" / "ranges.json"), "methods": ["minmax"]},
+        "train": {"device": "cpu"},
+        "calibrate": {"methods": ["minmax"]},
         "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "test-search", "enabled": tracking},
         "search": {"n_trials": 4, "population_size": 4, "storage": f"journal:{root / 'search' / 'optuna.journal'}",
-                   "eval_size": 200, "latency_repeats": 2, "out": str(root / "search"),
-                   "hawq_allocation": str(root / "hawq" / "allocation.json"), **(search or {})},
+                   "eval_size": 200, "latency_repeats": 2, **(search or {})},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root / "params.yaml"
+
+
+def clone_project(params: Path, dest: Path, **search) -> Path:
+    """A copy of the tiny project's params.yaml in ``dest`` with its pipeline files linked in (search keys
+    overridden); stages and workers run with ``cwd=dest``."""
+    src = params.parent
+    for rel in ("data", "models", "calibration"):
+        if not (dest / rel).exists():
+            (dest / rel).symlink_to(src / rel, target_is_directory=True)
+    raw = yaml.safe_load(params.read_text())
+    raw["search"].update(search)
+    (dest / "params.yaml").write_text(yaml.safe_dump(raw))
+    return dest / "params.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import yaml
 from compress.config import ConfigError, validate_params
 from studies import bits as bits_study
 from studies.common import cli
+from tests.studies.conftest import clone_project
 
 
 @pytest.mark.parametrize("search, key, value", [
@@ -31,11 +32,7 @@ def test_params_errors_are_one_line_naming_key_and_value(search, key, value):
 
 
 def _params(tmp_path, tiny_project, **search):
-    raw = yaml.safe_load(tiny_project.read_text())
-    raw["search"].update(storage=f"journal:{tmp_path / 'j.journal'}", **search)
-    p = tmp_path / "params.yaml"
-    p.write_text(yaml.safe_dump(raw))
-    return p
+    return clone_project(tiny_project, tmp_path, storage=f"journal:{tmp_path / 'j.journal'}", **search)
 
 
 @pytest.mark.parametrize("args, key", [

@@ -8,6 +8,7 @@ test-artifacts/.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -49,7 +50,8 @@ def test_mlflow_ui_lists_trial_runs_with_metric_columns(tmp_path, tiny_project):
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     P.tracking.uri, P.tracking.experiment = db, "ui-check"
     P.search.storage = f"journal:{tmp_path / 'j.journal'}"
-    spec, meta = bits_study.build_spec(P)
+    with contextlib.chdir(tiny_project.parent):  # the pipeline's files
+        spec, meta = bits_study.build_spec(P)
     run_study(spec, P.search.storage, "ui-bits", 4, tracker=make_tracker(P, meta, "bits"), progress=False)
     mlflow.set_tracking_uri(db)
     exp_id = mlflow.get_experiment_by_name("ui-check").experiment_id

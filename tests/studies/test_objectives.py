@@ -13,9 +13,12 @@ from studies.spaces import read_hawq
 
 @pytest.fixture(scope="module")
 def ctx(tiny_project):
+    import contextlib
+
     P = load_params(tiny_project)
     P.search.latency = False
-    return load_context(P)
+    with contextlib.chdir(tiny_project.parent):
+        return load_context(P)
 
 
 def _uniform(ctx, **per_layer):

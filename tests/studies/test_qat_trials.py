@@ -39,7 +39,8 @@ def test_median_rule_prunes_only_below_the_median_of_complete_trials(tmp_path):
         rule1.report(st2, st2.ask(), 10, 0.6, size_bytes=100.0)  # vs both: median 0.7
 
 
-def test_qat_trials_report_and_fine_tune(tmp_path, tiny_project):
+def test_qat_trials_report_and_fine_tune(tmp_path, tiny_project, monkeypatch):
+    monkeypatch.chdir(tiny_project.parent)
     P = load_params(tiny_project)
     S = P.search
     S.trial_mode, S.qat_steps, S.qat_report_every, S.latency = "qat", 6, 2, False

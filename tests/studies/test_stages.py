@@ -8,6 +8,7 @@ import pandas as pd
 import yaml
 
 from compress.variants import discover
+from tests.studies.conftest import clone_project
 
 
 def _run(monkeypatch, module, params):
@@ -18,9 +19,9 @@ def _run(monkeypatch, module, params):
 
 
 def test_search_evaluate_report_chain(tmp_path, tiny_project, monkeypatch):
-    raw = yaml.safe_load(tiny_project.read_text())
+    raw = yaml.safe_load(clone_project(tiny_project, tmp_path).read_text())
     raw["search"].update(n_trials=6, export_front=2, storage=f"journal:{tmp_path / 'search' / 'optuna.journal'}",
-                         out=str(tmp_path / "search"), latency_repeats=2)
+                         latency_repeats=2)
     raw["evaluate"] = {"warmup": 1, "repeats": 2, "threads": 1}
     raw["tracking"]["enabled"] = False
     params = tmp_path / "params.yaml"

@@ -23,7 +23,8 @@ def _runs(uri: str, exp: str):
     return mlflow.search_runs(experiment_names=[exp])
 
 
-def test_bits_study_logs_parent_and_nested_trial_runs(tmp_path, tiny_project):
+def test_bits_study_logs_parent_and_nested_trial_runs(tmp_path, tiny_project, monkeypatch):
+    monkeypatch.chdir(tiny_project.parent)
     P = load_params(tiny_project)
     P.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     P.tracking.experiment = "nest"
