@@ -4,7 +4,7 @@ and the modules QAT builds on), bit-packed storage and real int8 deployment.
 Shared API (other families import these names):
     affine:     qrange, affine_params, quantize, dequantize, torch_scale
     rounding:   round_, ROUNDING_MODES
-    formats:    FloatFormat, FORMATS, round_to_format, unit_roundoff
+    formats:    FloatFormat, FLOAT_FORMATS, round_to_format, unit_roundoff
     fakequant:  QuantSpec, FakeQuantSTE, fake_quant, QLinear, QConv2d, quantize_model, quantize_model_float
     observers:  OBSERVERS, make_observer, calibrate
     packing:    pack, unpack, QTensor, save_packed, load_packed
@@ -12,13 +12,13 @@ Shared API (other families import these names):
 from compress.quant.affine import affine_params, dequantize, qrange, quantize, torch_scale
 from compress.quant.fakequant import (FakeQuantSTE, QConv2d, QLinear, QuantSpec, act_spec, fake_quant,
                                       fake_quant_weight, quantize_model, quantize_model_float, weight_spec)
-from compress.quant.formats import FORMATS, FloatFormat, round_to_format, unit_roundoff
+from compress.quant.formats import FLOAT_FORMATS, FloatFormat, round_to_format, unit_roundoff
 from compress.quant.observers import OBSERVERS, calibrate, make_observer
 from compress.quant.packing import QTensor, load_packed, pack, save_packed, unpack
 from compress.quant.rounding import ROUNDING_MODES, round_
 
 __all__ = ["affine_params", "dequantize", "qrange", "quantize", "torch_scale", "FakeQuantSTE", "QConv2d", "QLinear",
            "QuantSpec", "act_spec", "weight_spec", "fake_quant", "fake_quant_weight", "quantize_model",
-           "quantize_model_float", "FORMATS", "FloatFormat", "round_to_format", "unit_roundoff", "OBSERVERS",
+           "quantize_model_float", "FLOAT_FORMATS", "FloatFormat", "round_to_format", "unit_roundoff", "OBSERVERS",
            "calibrate", "make_observer", "QTensor", "load_packed", "pack", "save_packed", "unpack", "ROUNDING_MODES",
            "round_"]

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from compress.config import FitConfig, Section
 from compress.quant.affine import MAX_BITS, MIN_BITS
-from compress.quant.formats import FORMATS
+from compress.quant.formats import FLOAT_FORMATS
 from compress.quant.observers import OBSERVERS
 
 _TAG = re.compile(r"^w(\d+)a(\d+)$")
@@ -115,9 +115,9 @@ class PTQConfig(Section):
     @field_validator("floats")
     @classmethod
     def _floats(cls, v: list[str]) -> list[str]:
-        bad = [f for f in v if f not in FORMATS or f == "fp32"]
+        bad = [f for f in v if f not in FLOAT_FORMATS or f == "fp32"]
         if bad:
-            raise ValueError(f"unknown float format {bad[0]!r}; allowed: {', '.join(f for f in FORMATS if f != 'fp32')}")
+            raise ValueError(f"unknown float format {bad[0]!r}; allowed: {', '.join(f for f in FLOAT_FORMATS if f != 'fp32')}")
         return v
 
 
@@ -267,11 +267,11 @@ class SRTrainConfig(Section):
 
 def _check_format(v: str) -> str:
     try:
-        from compress.quant.formats import FORMATS
+        from compress.quant.formats import FLOAT_FORMATS
     except ImportError:
         return v
-    if v not in FORMATS:
-        raise ValueError(f"unknown float format; allowed: {sorted(FORMATS)}")
+    if v not in FLOAT_FORMATS:
+        raise ValueError(f"unknown float format; allowed: {sorted(FLOAT_FORMATS)}")
     return v
 
 

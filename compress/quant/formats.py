@@ -66,7 +66,7 @@ class FloatFormat:
         return FloatFormat(**d)
 
 
-FORMATS: dict[str, FloatFormat] = {
+FLOAT_FORMATS: dict[str, FloatFormat] = {
     "fp32": FloatFormat("fp32", 24, -126, 127, torch_dtype=torch.float32),
     "fp16": FloatFormat("fp16", 11, -14, 15, torch_dtype=torch.float16),
     "bf16": FloatFormat("bf16", 8, -126, 127, torch_dtype=torch.bfloat16),
@@ -79,9 +79,9 @@ FORMATS: dict[str, FloatFormat] = {
 def get_format(fmt: str | FloatFormat) -> FloatFormat:
     if isinstance(fmt, FloatFormat):
         return fmt
-    if fmt not in FORMATS:
-        raise ValueError(f"float format {fmt!r} is unknown; allowed: {', '.join(FORMATS)} (or a FloatFormat(t, emin, emax))")
-    return FORMATS[fmt]
+    if fmt not in FLOAT_FORMATS:
+        raise ValueError(f"float format {fmt!r} is unknown; allowed: {', '.join(FLOAT_FORMATS)} (or a FloatFormat(t, emin, emax))")
+    return FLOAT_FORMATS[fmt]
 
 
 def unit_roundoff(fmt: str | FloatFormat, mode: str = "nearest") -> float:
@@ -103,7 +103,7 @@ def round_to_format(x: torch.Tensor, fmt: str | FloatFormat, mode: str = "neares
     f = get_format(fmt)
     check_mode(mode)
     if (use_torch_cast and mode == "nearest" and x.dtype == torch.float32 and f.torch_dtype is not None
-            and FORMATS.get(f.name) == f):
+            and FLOAT_FORMATS.get(f.name) == f):
         return x.to(f.torch_dtype).to(torch.float32)
     xd = x.detach().to(torch.float64) if x.dtype != torch.float64 else x.detach()
     # 1. exponent of each element: |x| = m 2^E with m in [0.5, 1)  ->  e = E - 1; clamp below at emin
@@ -128,4 +128,4 @@ def round_to_format(x: torch.Tensor, fmt: str | FloatFormat, mode: str = "neares
     return r.to(x.dtype)
 
 
-__all__ = ["FloatFormat", "FORMATS", "OVERFLOW_POLICIES", "get_format", "unit_roundoff", "round_to_format"]
+__all__ = ["FloatFormat", "FLOAT_FORMATS", "OVERFLOW_POLICIES", "get_format", "unit_roundoff", "round_to_format"]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from compress.quant.formats import FORMATS, FloatFormat, get_format, round_to_format, unit_roundoff
+from compress.quant.formats import FLOAT_FORMATS, FloatFormat, get_format, round_to_format, unit_roundoff
 from compress.quant.rounding import ROUNDING_MODES
 
 
@@ -13,7 +13,7 @@ def _wide(n=50000, seed=0):
 
 @pytest.mark.parametrize("name", ["fp16", "bf16", "fp8_e4m3", "fp8_e5m2"])
 def test_matches_torch_cast_bit_for_bit(name):
-    f = FORMATS[name]
+    f = FLOAT_FORMATS[name]
     special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 1e30, -1e30, f.xmax, -f.xmax,
                             f.xmin_subnormal / 2, f.xmin_subnormal * 0.75, f.xmin_normal * 0.999, 1.0 + 2.0**-f.t])
     x = torch.cat([_wide(), special])
@@ -28,7 +28,7 @@ def test_unit_roundoff_table():
     expected = {"fp32": 2.0**-24, "fp16": 2.0**-11, "bf16": 2.0**-8, "fp8_e4m3": 2.0**-4, "fp8_e5m2": 2.0**-3}
     for name, u in expected.items():
         assert unit_roundoff(name) == u
-        f = FORMATS[name]
+        f = FLOAT_FORMATS[name]
         # the bound |fl(x) - x| <= u |x| holds over the normal range ...
         x = torch.empty(20000, dtype=torch.float64).uniform_(1, 2) * 2.0 ** torch.randint(f.emin, f.emax, (20000,))
         x = x[x.abs() <= f.xmax]
@@ -39,10 +39,10 @@ def test_unit_roundoff_table():
     assert unit_roundoff("fp16", "down") == 2.0**-10
 
 
-@pytest.mark.parametrize("name", list(FORMATS) + ["custom"])
+@pytest.mark.parametrize("name", list(FLOAT_FORMATS) + ["custom"])
 @pytest.mark.parametrize("mode", ROUNDING_MODES)
 def test_every_mode_every_format(name, mode):
-    f = FloatFormat("custom", t=5, emin=-4, emax=4, overflow="saturate") if name == "custom" else FORMATS[name]
+    f = FloatFormat("custom", t=5, emin=-4, emax=4, overflow="saturate") if name == "custom" else FLOAT_FORMATS[name]
     g = torch.Generator().manual_seed(1)
     x = torch.randn(5000, generator=g, dtype=torch.float64) * min(f.xmax / 4, 100.0)
     r = round_to_format(x, f, mode, torch.Generator().manual_seed(2))
@@ -53,7 +53,7 @@ def test_every_mode_every_format(name, mode):
 
 
 def test_stochastic_unbiased_in_format():
-    f = FORMATS["fp8_e4m3"]
+    f = FLOAT_FORMATS["fp8_e4m3"]
     x = torch.full((40000,), 1.3, dtype=torch.float64)  # between 1.25 and 1.375
     r = round_to_format(x, f, "stochastic", torch.Generator().manual_seed(0))
     assert set(r.unique().tolist()) == {1.25, 1.375}
