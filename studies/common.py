@@ -246,7 +246,7 @@ def _worker(kind: str, build_spec, a, params) -> int:
 
 
 def make_pruner(S):
-    from studies.pruning import MedianStoppingRule
+    from studies.stopping import MedianStoppingRule
 
     return MedianStoppingRule(S.pruner_warmup_trials) if S.pruner == "median" else None
 

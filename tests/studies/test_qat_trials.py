@@ -9,7 +9,7 @@ from compress.config import load_params
 from studies import bits as bits_study
 from studies.common import count, load_study, make_pruner, run_study
 from studies.objectives import eval_bits, load_context
-from studies.pruning import MedianStoppingRule
+from studies.stopping import MedianStoppingRule
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
