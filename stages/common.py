@@ -152,6 +152,15 @@ def log_dataset(mlflow, meta: dict) -> None:
     mlflow.log_input(ds, context="substituted" if meta.get("substituted") else "training")
 
 
+def wall_seconds() -> float:
+    """Seconds since this process started (interpreter start-up and imports included)."""
+    import time
+
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
 class Stage:
     """One run of a pipeline stage: ``P`` (validated params), ``meta`` (the dataset actually used), and the
     stage's declaration in :mod:`stages.pipeline` (params sections logged to MLflow)."""
@@ -245,5 +254,7 @@ class Stage:
         return {"dataset": self.meta["dataset"], "dataset_substituted": bool(self.meta.get("substituted", False))}
 
     def write_metrics(self, obj: dict, name: str | None = None) -> Path:
-        """``metrics/<stage>.json``, naming the dataset actually used."""
-        return write_json(pipeline.metrics(name or self.name), {**self.dataset_fields(), **obj})
+        """``metrics/<stage>.json``, naming the dataset actually used and the stage's wall time so far
+        (``wall_seconds``: from the process start, imports included; the report sums them per stage)."""
+        return write_json(pipeline.metrics(name or self.name),
+                          {**self.dataset_fields(), **obj, "wall_seconds": round(wall_seconds(), 1)})
