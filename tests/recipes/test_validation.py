@@ -105,3 +105,12 @@ def test_hawq_allocation_file_is_checked(tmp_path):
     f.write_text(json.dumps({"weight_bits": {"net.1": 2}}))
     assert _error(_with(steps=steps[:1] and [{"step": "quantize", "bits_from": str(f)}])).startswith(
         "recipes.r1.steps[0].bits_from: ")
+
+
+def test_default_and_paper_presets_validate():
+    from compress.recipes.defaults import PRESETS
+
+    for preset in PRESETS.values():
+        for name, raw in preset.items():
+            r = validate_recipe(name, raw)
+            assert r.steps[-1][0].name == "encode"

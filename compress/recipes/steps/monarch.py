@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch.nn as nn
 from pydantic import Field
 
-from compress.recipes.base import RecipeContext, Step, StepFit, StepSettings, fail
+from compress.recipes.base import RecipeContext, Step, StepFit, StepSettings, fail, fit_step
 from compress.structured.monarch import monarchize, plan
 
 
