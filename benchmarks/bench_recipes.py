@@ -44,7 +44,11 @@ def snapped_error(raw: bytes, test) -> float | None:
     return 1 - evaluate_model(model_from_artifact(art), *test)[1] if hit else None
 
 
-def run_one(name: str, preset: str, out: Path, data: str, seed: int, threads: int, root: str) -> dict:
+# the train stage's fit knobs (params.yaml train:): retraining with them reproduces models/baseline
+TRAIN_STAGE = {"epochs": 12, "batch_size": 128, "optimizer": "adam", "lr": 2e-3, "schedule": "onecycle", "augment_shift": 2}
+
+
+def run_one(name: str, preset: str, out: Path, data: str, seed: int, threads: int, root: str, train_baselines: bool) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -57,12 +61,24 @@ def run_one(name: str, preset: str, out: Path, data: str, seed: int, threads: in
     t0, c0 = time.perf_counter(), time.process_time()
     meta = load_meta(data)
     recipe = validate_recipe(name, PRESETS[preset][name], meta["input_shape"], meta["num_classes"])
+    stage_baseline = None
     if recipe.baseline.path is not None and not Path(recipe.baseline.path).is_absolute():
         recipe.baseline.path = str(Path(root) / recipe.baseline.path)  # the train stage's output under --root
+    if train_baselines and recipe.baseline.path is not None:  # count the train stage's training in the budget
+        from compress.recipes.engine import BaselineSettings
+
+        stage_baseline = recipe.baseline.path
+        recipe.baseline = BaselineSettings(**TRAIN_STAGE)
     seed_everything(seed)
     train, val, test = (load_split(data, s) for s in ("train", "val", "test"))
     base, info = train_baseline(recipe, train, val, seed=seed, input_shape=meta["input_shape"], num_classes=meta["num_classes"])
     t_base = time.perf_counter() - t0
+    same_as_stage = None
+    if stage_baseline is not None:
+        from compress.runtimes import load_baseline
+
+        ref, _ = load_baseline(stage_baseline)
+        same_as_stage = all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), base.state_dict().values()))
     res = run_recipe(recipe, base, train, val, seed=seed, baseline_seconds=info["seconds"],
                      input_shape=meta["input_shape"], num_classes=meta["num_classes"])
     folder = out / name
@@ -74,7 +90,7 @@ def run_one(name: str, preset: str, out: Path, data: str, seed: int, threads: in
     err = 1 - evaluate_model(reloaded, *test)[1]
     snap = snapped_error(res.artifact, test)
     result = {"recipe": name, "preset": preset, "model": recipe.model, "threads": threads, "seed": seed,
-              "baseline_source": info["source"], "baseline_bytes": fp32_bytes(base), "size_bytes": (folder / "model.rcz").stat().st_size,
+              "baseline_source": info["source"], "baseline_identical_to_train_stage": same_as_stage, "baseline_bytes": fp32_bytes(base), "size_bytes": (folder / "model.rcz").stat().st_size,
               "ratio": round(fp32_bytes(base) / (folder / "model.rcz").stat().st_size, 2),
               "baseline_test_err_pct": round(100 * base_err, 2), "test_err_pct": round(100 * err, 2),
               "delta_pp": round(100 * (err - base_err), 2),
@@ -95,11 +111,13 @@ def main() -> None:
     ap.add_argument("--data", default=DATA)
     ap.add_argument("--root", default="/work/cache/mnist", help="where relative baseline paths (models/baseline) live")
     ap.add_argument("--out", default="/tmp/recipes-bench")
+    ap.add_argument("--train-baselines", action="store_true",
+                    help="retrain baselines given by path (models/baseline) with the train stage's knobs, inside the budget")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     out = Path(a.out)
     if a.one:
-        print(json.dumps(run_one(a.one, a.preset, out, a.data, a.seed, a.threads, a.root)))
+        print(json.dumps(run_one(a.one, a.preset, out, a.data, a.seed, a.threads, a.root, a.train_baselines)))
         return
     from compress.recipes.defaults import PRESETS
 
@@ -109,7 +127,7 @@ def main() -> None:
     def launch(name: str) -> dict:
         env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "TQDM_DISABLE": "1"}
         cmd = [sys.executable, "-m", "benchmarks.bench_recipes", "--one", name, "--preset", a.preset, "--threads",
-               str(a.threads), "--seed", str(a.seed), "--data", a.data, "--root", a.root, "--out", str(out)]
+               str(a.threads), "--seed", str(a.seed), "--data", a.data, "--root", a.root, "--out", str(out)] + (["--train-baselines"] if a.train_baselines else [])
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if p.returncode:
             raise RuntimeError(f"{name} failed:\n{p.stderr[-3000:]}")

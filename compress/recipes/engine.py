@@ -207,6 +207,16 @@ def train_baseline(recipe: Recipe, train, val, *, seed: int, input_shape=DEFAULT
     return model.eval(), {"seconds": h.seconds, "iterations": h.iterations, "source": "trained"}
 
 
+def baseline_key(recipe: Recipe, seed: int) -> str:
+    """Recipes with equal keys train identical baselines (model, kwargs, fit knobs or path, seed): a
+    stage may train it once and reuse it."""
+    import hashlib
+    import json
+
+    blob = json.dumps([recipe.model, recipe.model_kwargs, recipe.baseline.model_dump(mode="json"), seed], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def fp32_bytes(model: nn.Module) -> int:
     """Bytes of the fp32 safetensors file of ``model`` (what the train stage writes for a baseline)."""
     from safetensors.torch import save
@@ -282,5 +292,5 @@ def run_recipe(recipe: Recipe, baseline: nn.Module, train, val, *, seed: int, ba
     return RecipeResult(recipe.name, spec, dict(ctx.monarch), ctx.model.eval(), ctx.final_bytes, trail, summary)
 
 
-__all__ = ["BaselineSettings", "Recipe", "validate_recipe", "validate_recipes", "train_baseline", "fp32_bytes",
+__all__ = ["BaselineSettings", "Recipe", "validate_recipe", "validate_recipes", "train_baseline", "baseline_key", "fp32_bytes",
            "RecipeResult", "run_recipe", "RecipeError"]

@@ -107,8 +107,13 @@ def test_hawq_allocation_file_is_checked(tmp_path):
         "recipes.r1.steps[0].bits_from: ")
 
 
-def test_default_and_paper_presets_validate():
+def test_default_and_beyond_presets_validate_and_caffe_recipes_share_a_baseline():
     from compress.recipes.defaults import PRESETS
+    from compress.recipes.engine import baseline_key
+
+    a = validate_recipe("a", PRESETS["default"]["lenet5-caffe"])
+    b = validate_recipe("b", PRESETS["beyond"]["lenet5-caffe-100x"])
+    assert baseline_key(a, 0) == baseline_key(b, 0) != baseline_key(a, 1)
 
     for preset in PRESETS.values():
         for name, raw in preset.items():
