@@ -114,3 +114,28 @@ def test_recipes_are_deterministic(data):
         base, _ = train_baseline(r, train, val, seed=3)
         runs.append(run_recipe(r, base, train, val, seed=3).artifact)
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("prune", [
+    {"method": "obd", "schedule": "oneshot", "scope": "global", "sparsity": 0.8},
+    {"method": "gradient", "schedule": "rounds", "rounds": 2, "sparsity": {"net.1": 0.8}},
+    {"method": "magnitude", "schedule": "rounds", "rounds": 2, "rewind": True, "sparsity": 0.6},
+])
+def test_prune_scores_and_schedules_reach_their_sparsity(data, prune):
+    train, val = data
+    raw = {"model": "lenet300", "baseline": {"epochs": 1},
+           "steps": [{"step": "prune", **prune, "finetune": {**FT, "max_iterations": 5}}]}
+    r = validate_recipe("p", raw)
+    base, _ = train_baseline(r, train, val, seed=0)
+    res = run_recipe(r, base, train, val, seed=0)
+    masks = _masks(res.model)
+    if prune.get("scope") == "global":
+        got = 1 - sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+        assert got == pytest.approx(0.8, abs=1e-3)
+    elif isinstance(prune["sparsity"], dict):
+        assert 1 - masks["net.1.weight"].float().mean().item() == pytest.approx(0.8, abs=1e-3)
+        assert masks["net.5.weight"].all()
+    else:
+        for m in masks.values():
+            assert 1 - m.float().mean().item() == pytest.approx(0.6, abs=2e-2)
+    assert res.trail[-1]["ratio"] > 1.0
