@@ -144,6 +144,18 @@ class CodedState:
             s = s.expand(self.keep.shape[0], 1).clone()
         return q.view(self.keep.shape), s
 
+    def to_qtensor(self):
+        """The integer weight as a :class:`compress.quant.packing.QTensor` (symmetric, per channel, z = 0),
+        the form the suite's packed / int8 code reads; None when the codebook is not on an integer grid."""
+        from compress.quant.packing import QTensor
+
+        iw = self.int_weight()
+        if iw is None:
+            return None
+        q, s = iw
+        bits = 8 if self.kind == "kmeans" else self.bits
+        return QTensor(q=q, s=s, z=torch.zeros_like(s), spec=QuantSpec(bits=bits, signed=True, symmetric=True, granularity="channel"))
+
 
 def _hook_kmeans(pname: str, snap: bool):
     def hook(module: nn.Module, _inputs) -> None:

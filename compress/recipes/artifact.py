@@ -128,6 +128,17 @@ class Artifact:
     floats: dict[str, torch.Tensor]  # every other tensor of the state dict
     meta: dict = field(default_factory=dict)
 
+    def qtensors(self) -> dict:
+        """``{weight name: QTensor}`` of every weight on an integer grid (uniform codes, int8-snapped
+        codebooks): integer weights + per-channel multipliers, pruned positions 0 — the input of int8
+        kernels.  Weights not on a grid (float codebooks, float values) are absent."""
+        out = {}
+        for k, r in self.tensors.items():
+            qt = r.to_qtensor() if isinstance(r, CodedState) else None
+            if qt is not None:
+                out[k] = qt
+        return out
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The dense fp32 state dict the model loads (weights decoded)."""
         out = {k: v.float() for k, v in self.floats.items()}

@@ -44,7 +44,6 @@ class RecipeContext:
     val: tuple[torch.Tensor, torch.Tensor]
     seed: int
     monarch: dict[str, dict] = field(default_factory=dict)  # layer -> MonarchShape fields, once a monarch step ran
-    baseline_state: dict[str, torch.Tensor] | None = None  # dense weights at the start of the steps (IMP rewinding)
     encoding: dict[str, Any] | None = None  # the encode step's coder settings, once it ran
     final_bytes: bytes | None = None  # the artifact's bytes, once an encode step wrote them
     progress: bool = False
@@ -52,9 +51,6 @@ class RecipeContext:
 
     def step_seed(self, index: int) -> int:
         return self.seed * 1000 + index
-
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
 
 class Step:

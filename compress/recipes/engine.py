@@ -261,7 +261,6 @@ def run_recipe(recipe: Recipe, baseline: nn.Module, train, val, *, seed: int, ba
     spec = recipe.spec(input_shape, num_classes)
     ctx = RecipeContext(name=recipe.name, model=copy.deepcopy(baseline).eval(), spec=spec, train=train, val=val,
                         seed=seed, progress=progress)
-    ctx.baseline_state = ctx.snapshot()
     base_bytes = fp32_bytes(baseline)
     trail: list[dict] = []
 

@@ -54,6 +54,12 @@ def test_artifact_round_trips_exactly_and_its_size_is_the_files_bytes(tmp_path, 
     x = torch.randn(4, 1, 28, 28)
     if floats == "float32":
         torch.testing.assert_close(dec(x), m.eval()(x), rtol=0, atol=1e-5)
+    # integer weights for int8 kernels: the snapped k-means layer and the uniform layer, exactly
+    qts = back.qtensors()
+    assert set(qts) == {"net.1.weight", "net.3.weight"}
+    for k, qt in qts.items():
+        assert qt.q.abs().max() <= 127 and torch.equal(qt.q, qt.q.round())
+        assert torch.equal(qt.dequantize(), sd[k])
     # re-encoding the decoded artifact gives the same bytes (codes, indices and codebooks survived)
     assert A.serialize(back, coder=coder, floats=floats) == A.serialize(art, coder=coder, floats=floats)
 
