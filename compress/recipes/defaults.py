@@ -64,8 +64,8 @@ BEYOND: dict[str, dict] = {
         "baseline": _CAFFE_BASELINE,
         "steps": [
             {"step": "prune", "method": "magnitude", "scope": "layer",
-             "sparsity": {"conv1": 0.3, "conv2": 0.9, "fc1": 0.98, "fc2": 0.85},
-             "schedule": "gradual", "end": 0.6, "frequency": 50,
+             "sparsity": {"conv1": 0.3, "conv2": 0.85, "fc1": 0.98, "fc2": 0.85},
+             "schedule": "gradual", "end": 0.5, "frequency": 50,
              "finetune": {"epochs": 4, "lr": 1e-3, "augment_shift": 2}},
             {"step": "quantize", "method": "kmeans", "bits": {"conv1": 6, "conv2": 5, "fc1": 4, "fc2": 5}, "snap_int8": True},
             _SHARE_FT,
