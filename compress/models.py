@@ -55,6 +55,28 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
+class LeNet5Caffe(nn.Module):
+    """Caffe's LeNet (the "LeNet-5" of Deep Compression, Han et al. 2016): conv 5x5x20, max-pool 2,
+    conv 5x5x50, max-pool 2, fc 500, fc 10, ReLU, no padding; 431,080 parameters on 28x28 inputs."""
+
+    def __init__(self, input_shape=(1, 28, 28), num_classes=10, init: str = "default"):
+        super().__init__()
+        c, h, w = input_shape
+        self.conv1 = nn.Conv2d(c, 20, 5)  # (B, 20, H-4, W-4)
+        self.conv2 = nn.Conv2d(20, 50, 5)  # (B, 50, (H-4)/2-4, (W-4)/2-4)
+        fh, fw = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
+        self.fc1 = nn.Linear(50 * fh * fw, 500)
+        self.fc2 = nn.Linear(500, num_classes)
+        _init(self, init)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (B, 20, 12, 12) on 28x28
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (B, 50, 4, 4)
+        x = torch.flatten(x, 1)  # (B, 800)
+        x = F.relu(self.fc1(x))  # (B, 500)
+        return self.fc2(x)
+
+
 class MLP(nn.Module):
     """Fully connected net: input -> hidden... -> classes, ReLU, optional batch norm and dropout.
 
@@ -133,6 +155,7 @@ class ResNet20(nn.Module):
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": LeNet5,
+    "lenet5-caffe": LeNet5Caffe,
     "lenet300": lenet300,
     "mlp": MLP,
     "resnet20": ResNet20,

@@ -34,6 +34,7 @@ RUNTIME_MODULES = [
     "compress.quant.binary",
     "compress.prune.runtime",
     "compress.structured.runtime",
+    "compress.recipes.runtime",
 ]
 
 

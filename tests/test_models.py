@@ -8,6 +8,7 @@ from compress.models import MODELS, build_model, count_params, prunable_layers
 @pytest.mark.parametrize("name, shape, n_params", [
     ("lenet5", (1, 28, 28), 61706),
     ("lenet300", (1, 28, 28), 266610),
+    ("lenet5-caffe", (1, 28, 28), 431080),  # Caffe's LeNet, the "LeNet-5" of Deep Compression
     ("mlp", (1, 28, 28), 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10),
     ("resnet20", (3, 32, 32), None),
 ])

@@ -1,0 +1,1 @@
+"""One file per recipe step; the registry is compress/recipes/registry.py."""
