@@ -24,6 +24,16 @@ from pathlib import Path
 import torch
 
 DATA = "/work/cache/mnist/data/prepared"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def presets() -> dict[str, dict[str, dict]]:
+    """The recipes of params.yaml (``default``) and of the ``paper`` preset (presets/paper.yaml)."""
+    import yaml
+
+    default = yaml.safe_load((ROOT / "params.yaml").read_text()).get("recipes") or {}
+    paper = yaml.safe_load((ROOT / "presets" / "paper.yaml").read_text()).get("recipes") or {}
+    return {"default": default, "paper": paper}
 
 
 def snapped_error(raw: bytes, test) -> float | None:
@@ -53,29 +63,26 @@ def run_one(name: str, preset: str, out: Path, data: str, seed: int, threads: in
 
     torch.set_num_threads(threads)
     from compress.data import load_meta, load_split
-    from compress.recipes.defaults import PRESETS
     from compress.recipes.engine import fp32_bytes, run_recipe, train_baseline, validate_recipe
     from compress.recipes.tensors import model_from_bytes
     from compress.train import evaluate_model, seed_everything
 
     t0, c0 = time.perf_counter(), time.process_time()
     meta = load_meta(data)
-    recipe = validate_recipe(name, PRESETS[preset][name], meta["input_shape"], meta["num_classes"])
-    stage_baseline = None
-    if recipe.baseline.path is not None and not Path(recipe.baseline.path).is_absolute():
-        recipe.baseline.path = str(Path(root) / recipe.baseline.path)  # the train stage's output under --root
-    if train_baselines and recipe.baseline.path is not None:  # count the train stage's training in the budget
+    recipe = validate_recipe(name, presets()[preset][name], meta["input_shape"], meta["num_classes"])
+    stage_baseline = str(Path(root) / "models" / "baseline") if recipe.baseline.source == "train" else None
+    if train_baselines and stage_baseline is not None:  # count the train stage's training in the budget
         from compress.recipes.engine import BaselineSettings
 
-        stage_baseline = recipe.baseline.path
         recipe.baseline = BaselineSettings(**TRAIN_STAGE)
     seed_everything(seed)
     train, val, test = (load_split(data, s) for s in ("train", "val", "test"))
-    base, info = train_baseline(recipe, train, val, seed=seed, input_shape=meta["input_shape"], num_classes=meta["num_classes"])
+    base, info = train_baseline(recipe, train, val, seed=seed, input_shape=meta["input_shape"], num_classes=meta["num_classes"],
+                                trained=stage_baseline)
     t_base = time.perf_counter() - t0
     same_as_stage = None
     if stage_baseline is not None:
-        from compress.runtimes import load_baseline
+        from compress.checkpoint import load_baseline
 
         ref, _ = load_baseline(stage_baseline)
         same_as_stage = all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), base.state_dict().values()))
@@ -119,9 +126,7 @@ def main() -> None:
     if a.one:
         print(json.dumps(run_one(a.one, a.preset, out, a.data, a.seed, a.threads, a.root, a.train_baselines)))
         return
-    from compress.recipes.defaults import PRESETS
-
-    names = a.recipes or list(PRESETS[a.preset])
+    names = a.recipes or list(presets()[a.preset])
     t0 = time.perf_counter()
 
     def launch(name: str) -> dict:

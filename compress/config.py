@@ -154,6 +154,7 @@ SECTION_MODULES: list[str] = [
     "compress.prune.config",
     "compress.hessian.config",
     "compress.structured.config",
+    "compress.recipes.config",
     "studies.config",
     "dashboards.config",
 ]
@@ -211,6 +212,8 @@ def _format_error(err: ValidationError, source: str, raw: dict, prefix: list[str
             value = e.get("input", "<missing>")
             break
     msg = e["msg"].removeprefix("Value error, ")
+    if msg.startswith("!"):  # a validator that already wrote the whole line (e.g. recipes: recipe, step index, key)
+        return f"{source}: {msg[1:]}"
     if msg.startswith("@"):  # a cross-field validator named the exact field
         field, msg = msg[1:].split(": ", 1)
         loc = [*loc, field]

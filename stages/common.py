@@ -21,8 +21,10 @@ from compress.config import ConfigError, load_params, section_hash
 from stages import pipeline
 
 
-def stage_args(description: str) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=description)
+def stage_args(description: str, foreach: str | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if foreach:
+        ap.add_argument("item", help=f"the {foreach} item to run (a key of params.yaml {foreach})")
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     return ap.parse_args()
 
@@ -167,9 +169,10 @@ class Stage:
 
     def __init__(self, name: str, doc: str | None = None, *, needs_data: bool = True):
         self.name = name
-        self.args = stage_args(doc or name)
+        self.args = stage_args(doc or name, pipeline.STAGES[name].foreach)
+        self.item = getattr(self.args, "item", None)  # the foreach item this run is (stages/pipeline.py: Stage.foreach)
         self.P = load_params_or_exit(self.args.params)
-        self.sections = [s for s in pipeline.STAGES[name].params if s != "seed"]
+        self.sections = [s.split(".")[0] for s in pipeline.STAGES[name].params if s != "seed"]
         self._meta, self._needs_data = None, needs_data
 
     @property
@@ -185,10 +188,13 @@ class Stage:
     def meta(self, value: dict | None) -> None:
         self._meta, self._needs_data = value, value is not None
 
+    def _declared(self, path: str) -> str:
+        return path.replace(pipeline.ITEM, self.item) if self.item is not None else path
+
     def plot(self, name: str) -> str:
-        """``plots/<stage>/<name>``, which stages/pipeline.py must declare for this stage."""
-        path = f"{pipeline.plots(self.name)}/{name}"
-        if path not in {p.path for p in pipeline.STAGES[self.name].plots}:
+        """``plots/<stage>/[<item>/]<name>``, which stages/pipeline.py must declare for this stage."""
+        path = f"{pipeline.plots(self.name)}/{self.item + '/' if self.item is not None else ''}{name}"
+        if path not in {self._declared(p.path) for p in pipeline.STAGES[self.name].plots}:
             raise KeyError(f"{path} is not declared for stage {self.name} in stages/pipeline.py")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return path
@@ -203,6 +209,17 @@ class Stage:
             shutil.rmtree(path, ignore_errors=True)
             path.mkdir(parents=True)
             self._cleared = True
+        return path
+
+    def item_out(self, name: str) -> Path:
+        """A foreach item's declared variant folder ``variants/<stage>/<name>`` (emptied first)."""
+        import shutil
+
+        path = Path(pipeline.variants(self.name)) / name
+        if str(path) not in {self._declared(o.path) for o in pipeline.STAGES[self.name].outs}:
+            raise KeyError(f"{path} is not declared for stage {self.name} in stages/pipeline.py")
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
         return path
 
     def die(self, msg: str, code: int = 2):
@@ -256,5 +273,6 @@ class Stage:
     def write_metrics(self, obj: dict, name: str | None = None) -> Path:
         """``metrics/<stage>.json``, naming the dataset actually used and the stage's wall time so far
         (``wall_seconds``: from the process start, imports included; the report sums them per stage)."""
-        return write_json(pipeline.metrics(name or self.name),
+        path = self._declared(pipeline.STAGES[self.name].metrics[0]) if self.item is not None else pipeline.metrics(name or self.name)
+        return write_json(path,
                           {**self.dataset_fields(), **obj, "wall_seconds": round(wall_seconds(), 1)})

@@ -131,14 +131,15 @@ def render(root: Path = ROOT) -> str:
 
     stages = {}
     for name, s in STAGES.items():
-        d: dict = {"cmd": f"python -m stages.{name}", "deps": [*stage_code_deps(name, root), *s.deps], "params": list(s.params)}
+        cmd = f"python -m stages.{name}" + (" ${key}" if s.foreach else "")
+        d: dict = {"cmd": cmd, "deps": [*stage_code_deps(name, root), *s.deps], "params": list(s.params)}
         if s.outs:
             d["outs"] = [o.path if o.cache else {o.path: {"cache": False}} for o in s.outs]
         if s.metrics:
             d["metrics"] = [{m: {"cache": False}} for m in s.metrics]
         if s.plots:
             d["plots"] = [{p.path: {"cache": False, **p.props()}} for p in s.plots]
-        stages[name] = d
+        stages[name] = {"foreach": "${" + s.foreach + "}", "do": d} if s.foreach else d
 
     class Dumper(yaml.SafeDumper):
         def increase_indent(self, flow=False, indentless=False):  # indent list items under their key

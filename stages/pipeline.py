@@ -67,6 +67,10 @@ class Stage:
     outs: list[Out] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)
+    foreach: str | None = None  # a params.yaml mapping: one stage per item (`<stage>@<key>`); paths use ${key}
+
+
+ITEM = "${key}"  # the foreach item's name in a path (DVC's template)
 
 
 STAGES: dict[str, Stage] = {
@@ -104,6 +108,9 @@ STAGES: dict[str, Stage] = {
     "search": Stage(["seed", "search"], [PREPARED, BASELINE, RANGES, HAWQ_ALLOCATION],
                     [Out(SEARCH_TRIALS, cache=False), Out(SEARCH_FIGURES, cache=False), Out(variants("search"))],
                     [metrics("search")], [Plot("plots/search/trials.csv", "size_bytes", "accuracy", "scatter")]),
+    "recipes": Stage(["seed", f"recipes.{ITEM}"], [PREPARED, BASELINE], [Out(f"{variants('recipes')}/recipe-{ITEM}")],
+                     [f"metrics/recipes/{ITEM}.json"], [Plot(f"plots/recipes/{ITEM}/trail.csv", "index", "val_acc")],
+                     foreach="recipes"),
     "evaluate": Stage(["evaluate"], [PREPARED], [Out(VARIANTS_CSV, cache=False)],
                       [metrics("summary"), metrics("latency")],
                       [Plot("plots/evaluate/variants.csv", "size_bytes", "accuracy", "scatter")]),
@@ -111,8 +118,10 @@ STAGES: dict[str, Stage] = {
                                  metrics("prepare")],
                     [Out(REPORT_MD, cache=False), Out(PARETO_CSV, cache=False), Out(FIGURES, cache=False)]),
 }
-# evaluate measures every variant folder
-STAGES["evaluate"].deps += [o.path for s in STAGES.values() for o in s.outs if o.path.startswith(VARIANTS_ROOT + "/")]
+# evaluate measures every variant folder (a foreach stage's items write into its variants/<stage> folder)
+STAGES["evaluate"].deps += list(dict.fromkeys(variants(n) if s.foreach else o.path for n, s in STAGES.items() for o in s.outs
+                                              if o.path.startswith(VARIANTS_ROOT + "/")))
+STAGES["report"].deps += ["plots/recipes", "metrics/recipes"]  # the recipe trails and summaries
 
 # Figures for `dvc plots show` beyond each stage's own plots.
 TOP_PLOTS: list[dict] = [

@@ -41,7 +41,7 @@ def test_no_key_restates_its_default():
     """Removing any key from params.yaml must change the validated params: nothing is written twice."""
     full = validate_params(RAW).model_dump(mode="json")
     restated = []
-    for path, value in _leaves({k: v for k, v in RAW.items() if isinstance(v, dict)}):
+    for path, value in _leaves({k: v for k, v in RAW.items() if isinstance(v, dict) and k != "recipes"}):
         less = copy.deepcopy(RAW)
         node = less
         for k in path[:-1]:
@@ -50,6 +50,43 @@ def test_no_key_restates_its_default():
         if _get(validate_params(less).model_dump(mode="json"), path) == _get(full, path):
             restated.append(".".join(map(str, path)))
     assert not restated, f"params.yaml restates typed defaults: {restated}"
+
+
+def _dict_leaves(d: dict, path=()):
+    for k, v in d.items():
+        yield from (_dict_leaves(v, path + (k,)) if isinstance(v, dict) and v else [path + (k,)])
+
+
+def test_no_recipe_step_restates_its_default():
+    """The same rule inside each recipe: removing a key of a step (or of the baseline) changes the validated recipe."""
+    from compress.recipes.engine import RecipeError, validate_recipe
+
+    def dump(r):
+        return [r.baseline.model_dump(mode="json")] + [s.model_dump(mode="json") for _, s in r.steps]
+
+    restated = []
+    for name, raw in RAW.get("recipes", {}).items():
+        full = dump(validate_recipe(name, raw))
+        parts = [("baseline",)] + [("steps", i) for i in range(len(raw["steps"]))]
+        for part in parts:
+            node = raw
+            for k in part:
+                node = node[k]
+            for leaf in _dict_leaves(node):
+                if leaf == ("step",):
+                    continue
+                less = copy.deepcopy(raw)
+                n = less
+                for k in (*part, *leaf[:-1]):
+                    n = n[k]
+                del n[leaf[-1]]
+                try:
+                    same = dump(validate_recipe(name, less)) == full
+                except RecipeError:  # the key is required (e.g. a layer's bits)
+                    same = False
+                if same:
+                    restated.append(f"recipes.{name}.{'.'.join(map(str, part + leaf))}")
+    assert not restated, f"recipe keys restating their defaults: {restated}"
 
 
 def _fields(model: type[BaseModel], prefix: str):

@@ -31,6 +31,13 @@ TINY: dict[str, dict] = {
     "lottery": {"seeds": [0], "target_remaining": 0.6, "iterations": 16, "eval_every": 8, "controls": ["reinit"]},
     "hawq": {"hessian": {**_HESS, "max_iters": 8}, "budgets_avg_bits": [3.0], "uniform_bits": [3], "seeds": [0], "finetune": _FT, "landscape_points": 5},
     "obd": {"hessian": _HESS, "rounds": 1, "retrain": _FT, "curve_points": 4, "loss_samples": 300, "compare_hutchinson": False},
+    "recipes": Replace({
+        "tiny-mlp": {"model": "mlp", "model_kwargs": {"hidden": [32]}, "baseline": {"epochs": 1, "augment_shift": 0},
+                     "steps": [{"step": "prune", "sparsity": 0.8, "frequency": 2, "finetune": {"max_iterations": 8}},
+                               {"step": "quantize", "bits": 4}, {"step": "encode"}]},
+        "tiny-lenet5": {"model": "lenet5", "baseline": {"source": "train"},
+                        "steps": [{"step": "prune", "sparsity": 0.5, "schedule": "oneshot", "finetune": {"max_iterations": 4}},
+                                  {"step": "quantize", "bits": 6, "snap_int8": True}, {"step": "encode", "coder": "zstd"}]}}),
     "search": {"n_trials": 3, "population_size": 2, "eval_size": 200, "latency_repeats": 1, "export_front": 1},
 }
 

@@ -5,7 +5,7 @@ A recipe (one entry of params.yaml ``recipes``)::
     lenet300-dc:
       model: lenet300                # compress.models.MODELS
       model_kwargs: {}
-      baseline: {epochs: 8, ...}     # fit knobs of the model's own fp32 baseline, or {path: models/baseline}
+      baseline: {epochs: 8, ...}     # fit knobs of the model's own fp32 baseline, or {source: train}
       steps:
         - {step: prune, method: magnitude, sparsity: {"net.1": 0.96, ...}, schedule: gradual, finetune: {...}}
         - {step: quantize, method: kmeans, bits: 5}
@@ -37,13 +37,15 @@ DEFAULT_INPUT = (1, 28, 28)
 
 
 class BaselineSettings(StepFit):
-    """The model's own fp32 baseline: trained with these fit knobs, or read from ``path``."""
+    """The model's own fp32 baseline: trained with these fit knobs (``source: own``), or the train stage's
+    baseline (``source: train``, models/baseline) when the recipe's model is the suite's model."""
 
     epochs: int = Field(8, ge=1)
     lr: float = Field(2e-3, gt=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     augment_shift: int = Field(2, ge=0, le=8)
-    path: str | None = Field(None, description="a trained baseline folder (spec.json + model.safetensors) instead of training")
+    source: Literal["own", "train"] = Field("own", description="own: train the baseline here with these knobs | train: "
+                                                               "start from the train stage's baseline (models/baseline)")
 
 
 @dataclass
@@ -188,19 +190,23 @@ def validate_recipes(raw: dict, input_shape=DEFAULT_INPUT, num_classes: int = 10
 
 # --------------------------------------------------------------------------- baseline
 def train_baseline(recipe: Recipe, train, val, *, seed: int, input_shape=DEFAULT_INPUT, num_classes: int = 10,
-                   on_eval: Callable[[dict], None] | None = None, progress: bool = False) -> tuple[nn.Module, dict]:
-    """The recipe model's own fp32 baseline (seeded init, ``recipe.baseline`` fit knobs) or the one at
-    ``baseline.path``.  Returns (model in eval mode, {"seconds", "iterations"})."""
+                   on_eval: Callable[[dict], None] | None = None, progress: bool = False,
+                   trained: str | None = None) -> tuple[nn.Module, dict]:
+    """The recipe model's own fp32 baseline (seeded init, ``recipe.baseline`` fit knobs), or with
+    ``baseline.source: train`` the trained baseline folder ``trained`` (the train stage's).
+    Returns (model in eval mode, {"seconds", "iterations", "source"})."""
     from compress.train import fit
 
-    if recipe.baseline.path is not None:
-        from compress.runtimes import load_baseline
+    if recipe.baseline.source == "train":
+        from compress.checkpoint import load_baseline
 
-        model, spec = load_baseline(recipe.baseline.path)
+        if trained is None:
+            raise RecipeError(f"recipes.{recipe.name}.baseline.source = 'train' needs the train stage's baseline folder")
+        model, spec = load_baseline(trained)
         if spec["name"] != recipe.model or (spec.get("kwargs") or {}) != recipe.model_kwargs:
-            raise RecipeError(f"recipes.{recipe.name}.baseline.path = {recipe.baseline.path!r} holds a {spec['name']} "
+            raise RecipeError(f"recipes.{recipe.name}.baseline.source = 'train': {trained} holds a {spec['name']} "
                               f"{spec.get('kwargs') or {}}, not the recipe's {recipe.model} {recipe.model_kwargs}")
-        return model, {"seconds": 0.0, "iterations": 0, "source": recipe.baseline.path}
+        return model, {"seconds": 0.0, "iterations": 0, "source": str(trained)}
     torch.manual_seed(seed)
     model = build_model(recipe.model, input_shape, num_classes, **recipe.model_kwargs)
     h = fit(model, train, val, recipe.baseline, seed=seed, desc=f"{recipe.name} baseline", on_eval=on_eval, progress=progress)

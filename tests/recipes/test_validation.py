@@ -107,15 +107,19 @@ def test_hawq_allocation_file_is_checked(tmp_path):
         "recipes.r1.steps[0].bits_from: ")
 
 
-def test_default_and_beyond_presets_validate_and_caffe_recipes_share_a_baseline():
-    from compress.recipes.defaults import PRESETS
-    from compress.recipes.engine import baseline_key
+def test_default_and_paper_recipes_validate_and_caffe_recipes_share_a_baseline():
+    import yaml
 
-    a = validate_recipe("a", PRESETS["default"]["lenet5-caffe"])
-    b = validate_recipe("b", PRESETS["beyond"]["lenet5-caffe-100x"])
+    from compress.recipes.engine import baseline_key
+    from tests.conftest import ROOT
+
+    presets = {"default": yaml.safe_load((ROOT / "params.yaml").read_text())["recipes"],
+               "paper": yaml.safe_load((ROOT / "presets" / "paper.yaml").read_text())["recipes"]}
+    a = validate_recipe("a", presets["default"]["lenet5-caffe"])
+    b = validate_recipe("b", presets["paper"]["lenet5-caffe-100x"])
     assert baseline_key(a, 0) == baseline_key(b, 0) != baseline_key(a, 1)
 
-    for preset in PRESETS.values():
+    for preset in presets.values():
         for name, raw in preset.items():
             r = validate_recipe(name, raw)
             assert r.steps[-1][0].name == "encode"
