@@ -197,7 +197,15 @@ class Pt2eInductorPredictor:
     oneDNN kernels: without it there is no speed-up).  One static-shape graph per batch size."""
 
     def __init__(self, path: Path):
-        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed ops the program uses
+        # 1. quantize_pt2e registers the quantized_decomposed ops the saved program calls (without
+        #    it torch.export.load cannot deserialize the program);
+        # 2. x86_inductor_quantizer registers, on import, inductor's int8 passes (quant lift-up,
+        #    qconv/qlinear weight prepack -> oneDNN int8 kernels).  Without them inductor compiles
+        #    the reference graph (dequantize -> fp32 conv/linear -> quantize): same numbers as the
+        #    uncompiled program, no int8 kernel, no speed-up.  The exporting process had it
+        #    imported already, so only a fresh process (the evaluate stage) missed it.
+        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
 
         self.module = torch.export.load(str(path)).module()
         self.compiled = torch.compile(self.module, dynamic=False)
