@@ -7,14 +7,15 @@ same file; latencies (which vary run to run) go to metrics/latency.json and the 
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from compress.data import load_meta, load_split
-from compress.evaluate import COLUMNS, evaluate_variant, set_threads
-from compress.variants import discover
+from compress.evaluate import COLUMNS, evaluate_all, set_threads
+from compress.variants import scan
 from stages.common import die, load_params_or_exit, mlflow_run, stage_args, write_json
 
 METRICS = ["accuracy", "accuracy_sim", "size_bytes", "latency_ms_b1", "latency_ms_b256", "params", "avg_weight_bits", "sparsity"]
@@ -26,38 +27,50 @@ def main() -> None:
     P = load_params_or_exit(args.params)
     meta = load_meta(P.data.out)
     try:
-        found = discover(P.evaluate.variants_root)
+        found, broken = scan(P.evaluate.variants_root)
     except ValueError as e:
         die(str(e))
-    if not found:
+    if not found and not broken:
         die(f"no variants under {P.evaluate.variants_root}/: run the stages that produce them (dvc repro)")
     threads = set_threads(P.evaluate.threads)
     test_x, test_y = load_split(P.data.out, "test")
-    rows = []
     with mlflow_run(P, "evaluate", ["evaluate"], meta):
-        for folder, man in tqdm(found, desc="evaluate variants"):
-            row = evaluate_variant(folder, man, test_x, test_y, P.evaluate)
-            rows.append(row)
-            tqdm.write(f"  {row['variant']:<32} acc {row['accuracy']:.4f} size {row['size_bytes']:>9} B "
-                       f"b1 {row['latency_ms_b1']:.3f} ms b256 {row['latency_ms_b256']:.3f} ms  [{row['runtime']}]")
-            with mlflow_run(P, "evaluate", ["evaluate"], meta, run_name=row["variant"], nested=True,
-                            extra_tags={"variant": row["variant"], "method": row["method"], "variant_stage": row["stage"],
-                                        "runtime": row["runtime"], "threads": str(threads)}) as vr:
-                vr.log_params({"variant_model": row["model"], "act_bits": str(row["act_bits"])})
+
+        def on_row(row: dict) -> None:
+            if row["error"]:
+                tqdm.write(f"  {row['variant']:<32} FAILED: {row['error']}")
+            else:
+                tqdm.write(f"  {row['variant']:<32} acc {row['accuracy']:.4f} size {row['size_bytes']:>9} B "
+                           f"b1 {row['latency_ms_b1']:.3f} ms b256 {row['latency_ms_b256']:.3f} ms  [{row['runtime']}]")
+            tags = {"variant": row["variant"], "method": str(row["method"]), "variant_stage": row["stage"],
+                    "runtime": str(row["runtime"]), "threads": str(threads)}
+            if row["error"]:
+                tags["error"] = row["error"][:5000]
+            with mlflow_run(P, "evaluate", ["evaluate"], meta, run_name=row["variant"], nested=True, extra_tags=tags) as vr:
+                vr.log_params({"variant_model": str(row["model"]), "act_bits": str(row["act_bits"])})
                 vr.log_metrics({k: float(row[k]) for k in METRICS if row[k] is not None})
+
+        rows, failures = evaluate_all(found, test_x, test_y, P.evaluate, on_row=on_row, broken=broken)
     df = pd.DataFrame(rows, columns=COLUMNS)
     Path("reports").mkdir(exist_ok=True)
     df.to_csv("reports/variants.csv", index=False, float_format="%.6g")
+    ok = [r for r in rows if not r["error"]]
     summary = {"dataset": meta["dataset"], "dataset_substituted": meta["substituted"], "n_variants": len(df),
                "variants": {r["variant"]: {k: (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in DETERMINISTIC}
-                            for r in rows}}
+                            for r in ok}}
+    if failures:
+        summary["failed"] = {r["variant"]: r["error"] for r in rows if r["error"]}
     write_json("metrics/summary.json", summary)
     write_json("metrics/latency.json", {"dataset": meta["dataset"], "threads": threads,
                                         "variants": {r["variant"]: {"latency_ms_b1": r["latency_ms_b1"], "latency_ms_b256": r["latency_ms_b256"],
-                                                                    "runtime": r["runtime"]} for r in rows}})
+                                                                    "runtime": r["runtime"]} for r in ok}})
     Path("plots/evaluate").mkdir(parents=True, exist_ok=True)
     df[["variant", "method", "accuracy", "size_bytes", "latency_ms_b1", "latency_ms_b256"]].to_csv("plots/evaluate/variants.csv", index=False)
-    print(f"evaluate: {len(df)} variants on {meta['dataset']} ({threads} threads) -> reports/variants.csv")
+    print(f"evaluate: {len(ok)} variants measured, {len(failures)} failed, on {meta['dataset']} ({threads} threads) -> reports/variants.csv")
+    if failures:  # the table is written; a non-zero exit keeps DVC from caching it as a complete result
+        for line in failures:
+            print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch.nn as nn
 from compress.models import prunable_layers
 from compress.quant.affine import affine_params, torch_scale
 from compress.runtimes import register_runtime
-from compress.variants import Form, Manifest
+from compress.variants import Form, Manifest, corrupt, missing
 
 
 # --------------------------------------------------------------------------- helpers
@@ -168,6 +168,11 @@ def export_pt2e_int8(model: nn.Module, path: str | Path, x_calib: torch.Tensor,
 
 
 # --------------------------------------------------------------------------- runtimes
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 class OrtPredictor:
     def __init__(self, path: Path, description: str):
         import onnxruntime as ort
@@ -175,7 +180,12 @@ class OrtPredictor:
         so = ort.SessionOptions()
         so.intra_op_num_threads = torch.get_num_threads()
         so.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        if not Path(path).is_file():
+            raise missing(path)
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001  onnxruntime's InvalidProtobuf / Fail / InvalidGraph
+            raise corrupt(path, f"onnxruntime: {_first_line(e)}") from None
         self.description = f"ONNX Runtime {ort.__version__} {description}"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,7 +217,12 @@ class Pt2eInductorPredictor:
         import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
 
-        self.module = torch.export.load(str(path)).module()
+        if not Path(path).is_file():
+            raise missing(path)
+        try:
+            self.module = torch.export.load(str(path)).module()
+        except Exception as e:  # noqa: BLE001  zip reader / unpickling / schema errors of a damaged program
+            raise corrupt(path, f"torch.export.load: {type(e).__name__}: {_first_line(e)}") from None
         self.compiled = torch.compile(self.module, dynamic=False)
         self.description = f"PT2E X86InductorQuantizer int8 + torch.compile (inductor, freezing), torch {torch.__version__}"
 
