@@ -118,8 +118,11 @@ def open_storage(url: str, heartbeat_s: int = 10, key: str = "search.storage") -
             if attempt < 5 and ("already exists" in text or "duplicate key" in text or "unique" in text):
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StorageError(f"{key} = {_redact(given)!r}: storage unreachable ({type(e).__name__}: {msg[:200]})") from None
+            from stages.preflight import db_error_reason
+
+            reason = db_error_reason(e, engine_kwargs.get("connect_args", {}).get("connect_timeout", 5))
+            state = "cannot be used" if reason.startswith(("authentication", "database", "the server asks")) else "unreachable"
+            raise StorageError(f"{key} = {_redact(given)!r}: storage {state} ({reason})") from None
     raise AssertionError("unreachable")
 
 
