@@ -207,9 +207,17 @@ class Pt2eInductorPredictor:
     oneDNN kernels: without it there is no speed-up).  One static-shape graph per batch size."""
 
     def __init__(self, path: Path):
-        # 1. quantize_pt2e registers the quantized_decomposed ops the saved program calls (without
+        import logging
+        import zipfile
+
+        # 1. the file: a .pt2 program is a zip archive (checked before the heavy imports below)
+        if not Path(path).is_file():
+            raise missing(path)
+        if not zipfile.is_zipfile(path):
+            raise corrupt(path, f"not a zip archive (a torch.export program); {Path(path).stat().st_size} bytes on disk")
+        # 2. quantize_pt2e registers the quantized_decomposed ops the saved program calls (without
         #    it torch.export.load cannot deserialize the program);
-        # 2. x86_inductor_quantizer registers, on import, inductor's int8 passes (quant lift-up,
+        #    x86_inductor_quantizer registers, on import, inductor's int8 passes (quant lift-up,
         #    qconv/qlinear weight prepack -> oneDNN int8 kernels).  Without them inductor compiles
         #    the reference graph (dequantize -> fp32 conv/linear -> quantize): same numbers as the
         #    uncompiled program, no int8 kernel, no speed-up.  The exporting process had it
@@ -217,12 +225,16 @@ class Pt2eInductorPredictor:
         import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
 
-        if not Path(path).is_file():
-            raise missing(path)
+        # 3. the program (torch.export logs a traceback before it raises: the error below says it in one line)
+        log = logging.getLogger("torch.export")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
         try:
             self.module = torch.export.load(str(path)).module()
         except Exception as e:  # noqa: BLE001  zip reader / unpickling / schema errors of a damaged program
             raise corrupt(path, f"torch.export.load: {type(e).__name__}: {_first_line(e)}") from None
+        finally:
+            log.setLevel(level)
         self.compiled = torch.compile(self.module, dynamic=False)
         self.description = f"PT2E X86InductorQuantizer int8 + torch.compile (inductor, freezing), torch {torch.__version__}"
 
