@@ -26,7 +26,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from stages.preflight import PreflightError
+from stages.preflight import PreflightError, check_tracking_uri
 from studies.storage import WORKER_ATTR, StorageError, open_storage, reap_dead_workers, worker_id
 
 DIRECTIONS = ["maximize", "minimize"]
@@ -221,9 +221,7 @@ def cli(kind: str, build_spec: Callable[[Any], SearchSpec], argv: list[str] | No
         # connect first: an unreachable storage or tracking server is one line before anything is loaded or run
         open_storage(S.storage, S.heartbeat_s, key="--storage" if a.storage else "search.storage")
         if not (a.no_mlflow or not P.tracking.enabled):
-            from stages.preflight import check_tracking_uri
-
-            given = "--tracking-uri" in " ".join(argv if argv is not None else sys.argv)
+            given = any(arg.split("=", 1)[0] == "--tracking-uri" for arg in (sys.argv[1:] if argv is None else argv))
             key = "--tracking-uri" if given else "MLFLOW_TRACKING_URI" if a.tracking_uri else "tracking.uri"
             check_tracking_uri(a.tracking_uri or P.tracking.uri, key=key)
         spec, meta = build_spec(P)
