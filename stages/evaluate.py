@@ -4,6 +4,9 @@ accuracy (deployed, re-loaded artifact, test set), accuracy_sim (fake-quant form
 size_bytes (deployed files on disk), latency_ms_b1/b256 (median of repeats after warm-up).
 metrics/summary.json holds only the deterministic columns, so `dvc repro -f` twice gives the
 same file; latencies (which vary run to run) go to metrics/latency.json and the CSV.
+A variant whose artifact is missing or corrupt is a row with an `error` (one line: the file and the
+stage that rebuilds it); the others are measured and written, then the stage exits 1 so that DVC
+does not cache the partial table.
 """
 from __future__ import annotations
 
