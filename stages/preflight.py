@@ -92,6 +92,14 @@ def db_error_reason(e: BaseException, timeout_s: float) -> str:
     return f"{type(e).__name__}: {text[:200]}"
 
 
+def _db_fix(why: str) -> str:
+    if why.startswith(("authentication", "the server asks")):
+        return "fix the user / password in the URL"
+    if why.startswith("database "):
+        return "create the database or fix its name in the URL"
+    return "start the database server or fix the URL"
+
+
 def _check_database(url: str, timeout_s: float) -> str | None:
     """Connect once with a short timeout and run SELECT 1; None when it works, else why not."""
     import sqlalchemy
@@ -173,8 +181,7 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0, key: str = "tracking.ur
     elif scheme in DB_SCHEMES:
         why = _check_database(uri, timeout_s)
         if why:
-            raise PreflightError(f"{key} = {shown!r}: the tracking database cannot be used ({why}); fix the URL or start "
-                                 f"the database server, {fix}")
+            raise PreflightError(f"{key} = {shown!r}: the tracking database cannot be used ({why}); {_db_fix(why)}, {fix}")
 
 
 def check_storage_url(url: str, timeout_s: float = 5.0, key: str = "search.storage") -> None:
@@ -195,8 +202,7 @@ def check_storage_url(url: str, timeout_s: float = 5.0, key: str = "search.stora
     else:
         why = _check_database(url, timeout_s)
         if why:
-            raise PreflightError(f"{key} = {shown!r}: the study storage cannot be used ({why}); fix the URL or start the "
-                                 f"database server, {fix}")
+            raise PreflightError(f"{key} = {shown!r}: the study storage cannot be used ({why}); {_db_fix(why)}, {fix}")
     if why:
         raise PreflightError(f"{key} = {shown!r}: {why}; fix the path {fix}")
 

@@ -69,6 +69,17 @@ def test_unreachable_http_server_is_one_line_naming_key_url_and_fix():
                    "sqlite:///mlflow.db")
 
 
+def test_a_server_that_never_answers_costs_only_the_timeout():
+    import socket
+
+    with socket.socket() as s:  # accepts connections (kernel backlog) but never replies
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        msg, dt = _one_line_error(check_tracking_uri, url, timeout_s=1)
+    assert "no MLflow tracking server answers (no answer within 1 s)" in msg and dt < 3, (dt, msg)
+
+
 def test_http_server_that_is_not_mlflow_and_one_that_is(http_server):
     check_tracking_uri(http_server(200))  # answers /health: passes
     url = http_server(404)
