@@ -8,7 +8,13 @@ import torch.nn as nn
 
 
 class CheckpointError(RuntimeError):
-    pass
+    """A checkpoint that cannot be used.  ``path`` (the file) and ``problem`` (what is wrong, e.g.
+    ``is corrupt (...)``) let :func:`compress.runtimes.load_predictor` name the variant too."""
+
+    def __init__(self, message: str, path: str | Path | None = None, problem: str | None = None):
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+        self.problem = problem
 
 
 def save_state_dict(state: dict[str, torch.Tensor] | nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
@@ -29,11 +35,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} not found: run the stage that produces it (dvc repro)")
+        raise CheckpointError(f"checkpoint {path} not found: run the stage that produces it (dvc repro)", path, "is missing")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file ({str(e).splitlines()[0][:120]}); delete it and rerun its stage") from None
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file ({reason}); delete it and rerun its stage",
+                              path, f"is corrupt (safetensors: {reason})") from None
 
 
 def load_into(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
@@ -52,7 +60,8 @@ def load_into(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Mod
         if shapes:
             parts.append(f"shape mismatch {shapes[:2]}")
         raise CheckpointError(f"checkpoint {path} does not match model {type(model).__name__}: {'; '.join(parts)}. "
-                              "Was it trained with other model params? Rerun its stage (dvc repro)")
+                              "Was it trained with other model params? Rerun its stage (dvc repro)",
+                              path, f"does not match the model {type(model).__name__} ({'; '.join(parts)})")
     model.load_state_dict(state, strict=strict)
     return model
 

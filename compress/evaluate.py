@@ -9,16 +9,18 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
+from tqdm.auto import tqdm
+
 from compress.runtimes import load_predictor
-from compress.variants import Manifest, artifact_bytes
+from compress.variants import ArtifactError, Manifest, artifact_bytes, one_line
 
 COLUMNS = ["variant", "stage", "method", "model", "dataset", "seed", "avg_weight_bits", "act_bits", "sparsity",
            "params", "size_bytes", "accuracy", "accuracy_sim", "latency_ms_b1", "latency_ms_b256", "runtime",
-           "threads", "notes"]
+           "threads", "notes", "error"]
 
 
 def set_threads(n: int | None) -> int:
@@ -85,5 +87,59 @@ def evaluate_variant(folder: Path, manifest: Manifest, test_x: torch.Tensor, tes
         "accuracy": acc, "accuracy_sim": acc_sim,
         "latency_ms_b1": lat[1]["median_ms"], "latency_ms_b256": lat[256]["median_ms"],
         "runtime": getattr(predict, "description", manifest.deploy.runtime), "threads": lat[1]["threads"],
-        "notes": manifest.notes,
+        "notes": manifest.notes, "error": None,
     }
+
+
+def failed_row(variant: str, stage: str, error: str, manifest: Manifest | None = None) -> dict:
+    """The table row of a variant that could not be measured: what the manifest says (when it
+    could be read), no measurements, and ``error``: the one-line reason."""
+    row = {c: None for c in COLUMNS}
+    row.update(variant=variant, stage=stage, error=error)
+    if manifest is not None:
+        row.update(method=manifest.method, model=manifest.model.get("name"), dataset=manifest.dataset, seed=manifest.seed,
+                   avg_weight_bits=manifest.avg_weight_bits, act_bits=manifest.act_bits, sparsity=manifest.sparsity,
+                   params=manifest.params, runtime=manifest.deploy.runtime, notes=manifest.notes)
+    return row
+
+
+def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, test_y: torch.Tensor, cfg,
+                 on_row: Callable[[dict], None] | None = None, broken: Sequence[ArtifactError] = (),
+                 progress: bool = True) -> tuple[list[dict], list[str]]:
+    """Measure every variant of ``found`` (see :func:`evaluate_variant`); one that fails does not
+    stop the others.
+
+    A variant whose artifact is missing or corrupt (an :class:`ArtifactError` from
+    ``load_predictor``), or whose runtime fails while it is measured, becomes a row with no
+    measurements and ``error`` = one line naming the variant, the file and the stage that
+    rebuilds it.  ``broken`` (unreadable manifests, from :func:`compress.variants.scan`) become
+    such rows too.  ``on_row(row)`` is called after each row (progress, tracking).
+
+    Returns ``(rows, failures)``: the rows in stage / variant order and the error lines; the
+    caller writes the table and then fails when ``failures`` is not empty, so that a partial
+    table is never taken for a complete one.
+    """
+    # 1. one ordered work list: readable manifests and broken ones, by folder
+    work = [(folder, man, None) for folder, man in found] + [(e.path.parent, None, e) for e in broken]
+    work.sort(key=lambda w: (w[0].parent.name, w[0].name))
+    rows, failures = [], []
+    bar = {} if progress else {"disable": True}  # progress=True leaves it to tqdm (and TQDM_DISABLE)
+    for folder, man, err in tqdm(work, desc="evaluate variants", **bar):
+        # 2. measure, or record why not
+        if err is not None:
+            row = failed_row(err.variant or folder.name, err.stage or folder.parent.name, str(err))
+        else:
+            try:
+                row = evaluate_variant(folder, man, test_x, test_y, cfg)
+            except ArtifactError as e:
+                row = failed_row(man.variant, man.stage, str(e), man)
+            except Exception as e:  # noqa: BLE001  a runtime that loads but fails to run: the others still count
+                msg = one_line(f"{type(e).__name__}: {e}", 200)
+                row = failed_row(man.variant, man.stage, f"variant {man.variant}: runtime {man.deploy.runtime!r} failed while "
+                                                         f"measuring {folder} ({msg}); rebuild it: dvc repro {man.stage}", man)
+        if row["error"]:
+            failures.append(row["error"])
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows, failures

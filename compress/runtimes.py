@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from compress.checkpoint import load_baseline, load_into  # noqa: F401  (load_baseline: re-exported)
 from compress.models import model_from_spec
-from compress.variants import Form, Manifest
+from compress.variants import MANIFEST, ArtifactError, Form, Manifest, one_line
 
 
 class Predictor(Protocol):
@@ -67,8 +67,45 @@ def get_runtime(name: str) -> Loader:
 
 
 def load_predictor(folder: str | Path, manifest: Manifest, form: Form | None = None) -> Predictor:
+    """The runtime of ``form`` (default: the deployed one) loaded from ``folder``.
+
+    Every failure to load is one :class:`~compress.variants.ArtifactError` whose message names
+    the variant, the file at fault and the stage that rebuilds it: a missing file, an unknown
+    runtime, a corrupt or mismatched file (whatever the runtime's own reader raised).
+    """
     form = form or manifest.deploy
-    return get_runtime(form.runtime)(Path(folder), manifest, form)
+    folder = Path(folder)
+    # 1. the runtime named in the manifest exists
+    try:
+        loader = get_runtime(form.runtime)
+    except ValueError:
+        raise ArtifactError(folder / MANIFEST, f"names an unknown runtime {form.runtime!r} (known: {', '.join(sorted(RUNTIMES))})",
+                            manifest.variant, manifest.stage) from None
+    # 2. every file of the form is there
+    for f in form.files:
+        if not (folder / f).is_file():
+            raise ArtifactError(folder / f, "is missing", manifest.variant, manifest.stage)
+    # 3. the runtime's reader: its error, whatever the type, becomes one line about the file
+    try:
+        return loader(folder, manifest, form)
+    except ArtifactError as e:
+        raise e.of_variant(manifest.variant, manifest.stage) from None
+    except Exception as e:  # noqa: BLE001  any reader failure is reported against the artifact
+        raise _blame(e, folder, manifest, form) from e
+
+
+def _blame(e: Exception, folder: Path, manifest: Manifest, form: Form) -> ArtifactError:
+    """The file a reader's exception is about and what is wrong with it, as an ArtifactError."""
+    path, problem = getattr(e, "path", None), getattr(e, "problem", None)
+    text = one_line(str(e) or type(e).__name__, 400)
+    if path is None:  # 1. a file of the form named in the message, 2. the only file, 3. all of them
+        named = [f for f in form.files if str(folder / f) in text or f in text]
+        path = folder / (named[0] if named else form.files[0]) if (named or len(form.files) == 1) else \
+            folder / ("{" + ",".join(form.files) + "}")
+    if problem is None:
+        reason = text.replace(str(path), "<file>")
+        problem = f"cannot be loaded by runtime {form.runtime!r} ({type(e).__name__}: {one_line(reason, 160)})"
+    return ArtifactError(path, problem, manifest.variant, manifest.stage)
 
 
 class ModulePredictor:

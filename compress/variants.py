@@ -18,6 +18,44 @@ from typing import Any
 MANIFEST = "manifest.json"
 
 
+def one_line(text: str, limit: int = 200) -> str:
+    """``text`` squeezed onto one line (whitespace runs -> one space), cut to ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class ArtifactError(ValueError):
+    """A variant's artifact file is missing or cannot be read back.
+
+    ``str(e)`` is one line naming the variant (when known), the file, what is wrong with it and
+    the stage that rebuilds it, e.g.::
+
+        variant ptq-w4a8-minmax: variants/ptq/ptq-w4a8-minmax/model.cspk is corrupt (zlib: incomplete or
+        truncated stream); rebuild it: dvc repro ptq
+
+    Low-level readers raise it with ``path`` and ``problem`` only (they do not know the variant);
+    :func:`compress.runtimes.load_predictor` re-raises it with the variant and its stage.
+    """
+
+    def __init__(self, path: str | Path, problem: str, variant: str | None = None, stage: str | None = None):
+        self.path, self.problem, self.variant, self.stage = Path(path), one_line(problem, 300), variant, stage
+        where = f"variant {variant}: " if variant else ""
+        fix = f"rebuild it: dvc repro {stage}" if stage else "rerun the stage that wrote it"
+        super().__init__(f"{where}{self.path} {self.problem}; {fix}")
+
+    def of_variant(self, variant: str, stage: str) -> "ArtifactError":
+        return ArtifactError(self.path, self.problem, variant, stage)
+
+
+def corrupt(path: str | Path, reason: str) -> ArtifactError:
+    """The error for a file that exists but cannot be decoded: ``<path> is corrupt (<reason>)``."""
+    return ArtifactError(path, f"is corrupt ({one_line(reason, 160)})")
+
+
+def missing(path: str | Path) -> ArtifactError:
+    return ArtifactError(path, "is missing")
+
+
 @dataclass
 class Form:
     runtime: str  # key of compress.runtimes.RUNTIMES
@@ -71,21 +109,50 @@ def write_variant(folder: str | Path, manifest: Manifest) -> Path:
 
 
 def read_manifest(folder: str | Path) -> Manifest:
-    path = Path(folder) / MANIFEST
+    """The manifest of the variant in ``folder`` (``variants/<stage>/<variant>``); a missing or
+    invalid file is an :class:`ArtifactError` naming the variant and the stage that rebuilds it."""
+    folder = Path(folder)
+    path = folder / MANIFEST
     try:
-        return Manifest.from_dict(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError, TypeError, KeyError) as e:
-        raise ValueError(f"{path}: not a valid variant manifest ({type(e).__name__}: {e}); rerun the stage that wrote it") from None
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ArtifactError(path, "is missing", folder.name, folder.parent.name) from None
+    except OSError as e:
+        raise ArtifactError(path, f"cannot be read ({e.strerror or e})", folder.name, folder.parent.name) from None
+    try:
+        return Manifest.from_dict(json.loads(text))
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as e:
+        raise ArtifactError(path, f"is not a valid variant manifest ({type(e).__name__}: {e})", folder.name,
+                            folder.parent.name) from None
 
 
-def discover(root: str | Path = "variants") -> list[tuple[Path, Manifest]]:
-    """All variants under ``root``, sorted by stage then name."""
+def scan(root: str | Path = "variants") -> tuple[list[tuple[Path, Manifest]], list[ArtifactError]]:
+    """(variants, broken): every variant under ``root`` with a readable manifest, sorted by stage
+    then name, and one :class:`ArtifactError` per variant folder whose manifest cannot be read.
+    Two variants with one name are a ValueError (the table would be ambiguous)."""
     root = Path(root)
-    found = [(p.parent, read_manifest(p.parent)) for p in sorted(root.glob(f"*/*/{MANIFEST}"))]
+    found, broken = [], []
+    folders = sorted(p for p in root.glob("*/*") if p.is_dir() and not p.name.startswith(".")
+                     and not p.parent.name.startswith("."))
+    for folder in folders:
+        if not (folder / MANIFEST).exists() and not any(folder.iterdir()):
+            continue  # an empty folder is not a variant
+        try:
+            found.append((folder, read_manifest(folder)))
+        except ArtifactError as e:
+            broken.append(e)
     names = [m.variant for _, m in found]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"duplicate variant names under {root}: {sorted(dup)}")
+    return found, broken
+
+
+def discover(root: str | Path = "variants") -> list[tuple[Path, Manifest]]:
+    """All variants under ``root``, sorted by stage then name; the first broken manifest raises."""
+    found, broken = scan(root)
+    if broken:
+        raise broken[0]
     return found
 
 

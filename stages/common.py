@@ -29,12 +29,21 @@ def stage_args(description: str, foreach: str | None = None) -> argparse.Namespa
     return ap.parse_args()
 
 
-def load_params_or_exit(path: str = "params.yaml"):
-    """Validate all of params.yaml before any work; a problem is one line on stderr, exit 2."""
+def load_params_or_exit(path: str = "params.yaml", storage: bool = False):
+    """Validate all of params.yaml, then reach the tracking store (and, with ``storage``, the
+    study storage) once with a short timeout -- all before any work.  A problem is one line on
+    stderr, exit 2 (an unreachable tracking server is not minutes of MLflow retries)."""
+    from stages.preflight import PreflightError, check_params
+
     try:
-        return load_params(path)
+        P = load_params(path)
+        check_params(P, storage=storage)
+        return P
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except PreflightError as e:
+        print(f"error: {path}: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+from stages.preflight import PreflightError, check_tracking_uri
 from studies.storage import WORKER_ATTR, StorageError, open_storage, reap_dead_workers, worker_id
 
 DIRECTIONS = ["maximize", "minimize"]
@@ -226,8 +227,12 @@ def _worker(kind: str, build_spec, a, params) -> int:
             return 2
         raise
     try:
-        # connect first: an unreachable storage is one line before anything is loaded or run
+        # connect first: an unreachable storage or tracking server is one line before anything is loaded or run
         open_storage(S.storage, S.heartbeat_s, key="--storage" if a.storage else "search.storage")
+        if not (a.no_mlflow or not P.tracking.enabled):
+            given = any(arg.split("=", 1)[0] == "--tracking-uri" for arg in (sys.argv[1:] if argv is None else argv))
+            key = "--tracking-uri" if given else "MLFLOW_TRACKING_URI" if a.tracking_uri else "tracking.uri"
+            check_tracking_uri(a.tracking_uri or P.tracking.uri, key=key)
         spec, meta = build_spec(P)
         name = a.study or study_name(P, kind, spec)
         tracker = None if (a.no_mlflow or not P.tracking.enabled) else make_tracker(P, meta, kind, a.tracking_uri)
@@ -237,7 +242,7 @@ def _worker(kind: str, build_spec, a, params) -> int:
         study = run_study(spec, S.storage, name, S.n_trials, mode="total" if a.total else "add", sampler=S.sampler,
                           seed=seed, population_size=S.population_size, heartbeat_s=S.heartbeat_s, tracker=tracker,
                           on_done=lambda st: plot_study(st, Path(SEARCH_FIGURES)), pruner=make_pruner(S))
-    except (StorageError, ValueError, FileNotFoundError) as e:
+    except (StorageError, ValueError, FileNotFoundError, PreflightError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{name}: {count(study)} complete, {count(study, TrialState.FAIL)} failed, "

@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "datasets"
+# The official MNIST idx files (root/MNIST/raw/...): ../shared/datasets beside the checkout, or $MNIST_ROOT
+# (a worktree or a CI clone elsewhere points it at that folder).
+SHARED_DATA = Path(os.environ.get("MNIST_ROOT") or ROOT.parent / "shared" / "datasets")
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -15,7 +17,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 def mnist_root() -> Path:
     """The official MNIST idx files (../shared/datasets), or skip with the reason."""
     if not (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
-        pytest.skip(f"real MNIST files not found under {SHARED_DATA}/MNIST/raw")
+        pytest.skip(f"real MNIST files not found under {SHARED_DATA}/MNIST/raw (set MNIST_ROOT to the folder that holds MNIST/raw)")
     return SHARED_DATA
 
 

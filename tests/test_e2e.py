@@ -42,9 +42,8 @@ def _run(cmd, cwd, env):
     return p.stdout + p.stderr
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    work = tmp_path_factory.mktemp("clone")
+def _fresh_clone(work: Path, env: dict) -> None:
+    """The checkout's files, without any stage's outputs, as a new git repo with the tiny params."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     produced = ("dvc.lock", *_stage_outputs())  # a fresh clone starts without any stage's outputs
     for f in files:
@@ -54,10 +53,15 @@ def pipeline(tmp_path_factory):
             shutil.copy2(src, work / f)
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     (work / "params.yaml").write_text(yaml.safe_dump(tiny_params(base, "sqlite:///mlflow.db"), sort_keys=False))
-    env = _env()
     _run(["git", "init", "-q"], work, env)
     _run(["git", "add", "-A"], work, env)
     _run(["git", "commit", "-qm", "tiny"], work, env)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    work, env = tmp_path_factory.mktemp("clone"), _env()
+    _fresh_clone(work, env)
     log = _run([sys.executable, "-m", "dvc", "repro"], work, env)
     return work, env, log
 
@@ -123,3 +127,46 @@ def test_forced_repro_gives_identical_summary(pipeline):
     first = (work / "metrics/summary.json").read_text()
     _run([sys.executable, "-m", "dvc", "repro", "-f"], work, env)
     assert (work / "metrics/summary.json").read_text() == first
+
+
+def _stage_pids(work: Path, module: str) -> list[int]:
+    """Processes running ``python -m <module>`` in ``work`` (the stage command DVC started)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"-m" in cmd and module.encode() in cmd and Path(os.readlink(proc / "cwd")) == work:
+                pids.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+@pytest.mark.slow
+def test_repro_killed_mid_stage_then_rerun_gives_the_same_summary(pipeline, tmp_path):
+    """SIGKILL the train stage while it trains (initial weights written, trained ones not yet),
+    rerun ``dvc repro``: it completes, and metrics/summary.json equals the uninterrupted run's."""
+    import signal
+    import time
+
+    work, env = tmp_path / "clone", _env()
+    work.mkdir()
+    _fresh_clone(work, env)
+    repro = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    # 1. wait for the train stage to be mid-way: w0.safetensors (written before fit) without model.safetensors
+    base, killed, deadline = work / "models" / "baseline", [], time.time() + 900
+    while time.time() < deadline and repro.poll() is None and not killed:
+        if (base / "w0.safetensors").exists() and not (base / "model.safetensors").exists():
+            for pid in _stage_pids(work, "stages.train"):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.01)
+    out = repro.communicate(timeout=900)[0]
+    assert killed, f"the train stage was not caught mid-way:\n{out[-3000:]}"
+    assert repro.returncode != 0 and not (base / "model.safetensors").exists(), out[-3000:]
+    assert "train" in _run([sys.executable, "-m", "dvc", "status"], work, env)  # DVC knows the stage did not finish
+    # 2. rerun: everything completes and the deterministic metrics equal the uninterrupted run's
+    _run([sys.executable, "-m", "dvc", "repro"], work, env)
+    assert (work / "metrics/summary.json").read_text() == (pipeline[0] / "metrics/summary.json").read_text()
+    assert "up to date" in _run([sys.executable, "-m", "dvc", "status"], work, env)

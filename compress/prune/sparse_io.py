@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compress.variants import ArtifactError, corrupt
+
 FORMATS = ("auto", "bitmask", "csr", "dense")
 
 
@@ -114,12 +116,16 @@ def load_sparse(path: str | Path) -> dict[str, torch.Tensor]:
 
     from compress.checkpoint import read_state_dict
 
-    tensors = read_state_dict(path)
+    tensors = read_state_dict(path)  # missing / truncated: CheckpointError naming the file
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if "sparse_layout" not in meta:
-        raise ValueError(f"{path} is not a sparse artifact (no 'sparse_layout' metadata); was it written by compress.prune.sparse_io?")
-    return decode(tensors, json.loads(meta["sparse_layout"]))
+        raise ArtifactError(path, "is not a sparse artifact (no 'sparse_layout' metadata; was it written by "
+                                  "compress.prune.sparse_io?)")
+    try:
+        return decode(tensors, json.loads(meta["sparse_layout"]))
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:  # layout and tensors disagree
+        raise corrupt(path, f"sparse layout: {type(e).__name__}: {e}") from None
 
 
 __all__ = ["FORMATS", "encode", "decode", "save_sparse", "load_sparse"]

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from compress.runtimes import ModulePredictor, register_runtime
-from compress.variants import Form, Manifest
+from compress.variants import ArtifactError, Form, Manifest, corrupt, missing
 
 MODES = ("det", "stoch")
 EvalWeights = Literal["binary", "real"]
@@ -240,21 +240,31 @@ def save_packed(model: BinaryMLP, path: str | Path) -> Path:
 
 
 def load_packed(path: str | Path) -> list[dict[str, torch.Tensor]]:
-    """Inverse of :func:`save_packed`: per layer W_b in {-1, +1} (fp32), scale, shift."""
-    from safetensors import safe_open
+    """Inverse of :func:`save_packed`: per layer W_b in {-1, +1} (fp32), scale, shift.
 
+    A missing or undecodable file is an :class:`~compress.variants.ArtifactError` naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise missing(path)
     layers = []
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != "binaryconnect-packed-v1":
-            raise ValueError(f"{path}: not a BinaryConnect packed artifact (format {meta.get('format')!r}); rerun the binary stage")
-        shapes = json.loads(meta["shapes"])
-        for i in range(len(shapes)):
-            shape = shapes[f"l{i}"]
-            packed = f.get_tensor(f"l{i}.bits").numpy()
-            bits = np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape)  # (out, in) 0/1
-            w = torch.from_numpy(bits.astype(np.float32) * 2.0 - 1.0)  # {0,1} -> {-1,+1}
-            layers.append({"weight": w, "scale": f.get_tensor(f"l{i}.scale"), "shift": f.get_tensor(f"l{i}.shift")})
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "binaryconnect-packed-v1":
+                raise ArtifactError(path, f"is not a BinaryConnect packed artifact (format {meta.get('format')!r})")
+            shapes = json.loads(meta["shapes"])
+            for i in range(len(shapes)):
+                shape = shapes[f"l{i}"]
+                packed = f.get_tensor(f"l{i}.bits").numpy()
+                bits = np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape)  # (out, in) 0/1
+                w = torch.from_numpy(bits.astype(np.float32) * 2.0 - 1.0)  # {0,1} -> {-1,+1}
+                layers.append({"weight": w, "scale": f.get_tensor(f"l{i}.scale"), "shift": f.get_tensor(f"l{i}.shift")})
+    except ArtifactError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise corrupt(path, f"{type(e).__name__}: {e}") from None
     return layers
 
 

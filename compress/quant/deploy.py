@@ -26,7 +26,7 @@ import torch.nn as nn
 from compress.models import prunable_layers
 from compress.quant.affine import affine_params, torch_scale
 from compress.runtimes import register_runtime
-from compress.variants import Form, Manifest
+from compress.variants import Form, Manifest, corrupt, missing
 
 
 # --------------------------------------------------------------------------- helpers
@@ -168,6 +168,11 @@ def export_pt2e_int8(model: nn.Module, path: str | Path, x_calib: torch.Tensor,
 
 
 # --------------------------------------------------------------------------- runtimes
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 class OrtPredictor:
     def __init__(self, path: Path, description: str):
         import onnxruntime as ort
@@ -175,7 +180,12 @@ class OrtPredictor:
         so = ort.SessionOptions()
         so.intra_op_num_threads = torch.get_num_threads()
         so.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        if not Path(path).is_file():
+            raise missing(path)
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001  onnxruntime's InvalidProtobuf / Fail / InvalidGraph
+            raise corrupt(path, f"onnxruntime: {_first_line(e)}") from None
         self.description = f"ONNX Runtime {ort.__version__} {description}"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,9 +207,34 @@ class Pt2eInductorPredictor:
     oneDNN kernels: without it there is no speed-up).  One static-shape graph per batch size."""
 
     def __init__(self, path: Path):
-        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed ops the program uses
+        import logging
+        import zipfile
 
-        self.module = torch.export.load(str(path)).module()
+        # 1. the file: a .pt2 program is a zip archive (checked before the heavy imports below)
+        if not Path(path).is_file():
+            raise missing(path)
+        if not zipfile.is_zipfile(path):
+            raise corrupt(path, f"not a zip archive (a torch.export program); {Path(path).stat().st_size} bytes on disk")
+        # 2. quantize_pt2e registers the quantized_decomposed ops the saved program calls (without
+        #    it torch.export.load cannot deserialize the program);
+        #    x86_inductor_quantizer registers, on import, inductor's int8 passes (quant lift-up,
+        #    qconv/qlinear weight prepack -> oneDNN int8 kernels).  Without them inductor compiles
+        #    the reference graph (dequantize -> fp32 conv/linear -> quantize): same numbers as the
+        #    uncompiled program, no int8 kernel, no speed-up.  The exporting process had it
+        #    imported already, so only a fresh process (the evaluate stage) missed it.
+        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+
+        # 3. the program (torch.export logs a traceback before it raises: the error below says it in one line)
+        log = logging.getLogger("torch.export")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            self.module = torch.export.load(str(path)).module()
+        except Exception as e:  # noqa: BLE001  zip reader / unpickling / schema errors of a damaged program
+            raise corrupt(path, f"torch.export.load: {type(e).__name__}: {_first_line(e)}") from None
+        finally:
+            log.setLevel(level)
         self.compiled = torch.compile(self.module, dynamic=False)
         self.description = f"PT2E X86InductorQuantizer int8 + torch.compile (inductor, freezing), torch {torch.__version__}"
 

@@ -25,6 +25,7 @@ import torch
 
 from compress.quant.affine import check_bits
 from compress.quant.fakequant import QuantSpec, dequantize_weight
+from compress.variants import ArtifactError, corrupt, missing
 
 MAGIC = b"CSPK"
 
@@ -98,40 +99,66 @@ def save_packed(path: str | Path, qtensors: dict[str, QTensor], floats: dict[str
 
 
 def load_packed(path: str | Path) -> tuple[dict[str, QTensor], dict[str, torch.Tensor], dict]:
-    """Read a file written by :func:`save_packed`: (quantized tensors, float tensors, meta)."""
+    """Read a file written by :func:`save_packed`: (quantized tensors, float tensors, meta).
+
+    A missing, truncated or otherwise undecodable file is a :class:`~compress.variants.ArtifactError`
+    (``<path> is corrupt (<what failed>)``), never a zlib / struct / numpy traceback.
+    """
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:4] != MAGIC:
-        raise ValueError(f"{path} is not a packed quantized state (bad magic); rerun the stage that wrote it")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise missing(path) from None
+    except OSError as e:
+        raise corrupt(path, f"cannot be read: {e.strerror or e}") from None
+    if not raw:
+        raise corrupt(path, "empty file (0 bytes)")
+    if raw[:4] != MAGIC[: len(raw[:4])]:
+        raise corrupt(path, f"bad magic {raw[:4]!r}, expected {MAGIC!r}: not a packed quantized state")
+    if len(raw) < 8:
+        raise corrupt(path, f"truncated: {len(raw)} bytes, shorter than the 8-byte preamble")
     (hlen,) = struct.unpack("<I", raw[4:8])
-    records, meta = json.loads(zlib.decompress(raw[8 : 8 + hlen]))
+    try:
+        records, meta = json.loads(zlib.decompress(raw[8 : 8 + hlen]))
+    except zlib.error as e:
+        why = "incomplete data" if 8 + hlen > len(raw) else str(e)
+        raise corrupt(path, f"zlib: {why} in the header; {len(raw)} bytes on disk") from None
+    except (ValueError, TypeError) as e:  # JSON / unpacking of the decompressed header
+        raise corrupt(path, f"header: {e}") from None
     off = 8 + hlen
 
     def take(nbytes: int, dtype) -> np.ndarray:
         nonlocal off
+        if off + nbytes > len(raw):
+            raise corrupt(path, f"truncated: {len(raw)} bytes on disk, the header describes at least {off + nbytes}")
         a = np.frombuffer(raw, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize, offset=off).copy()
         off += nbytes
         return a
 
     qts, floats = {}, {}
     gran = {"t": "tensor", "c": "channel", "g": "group"}
-    for r in records:
-        if len(r) == 2:
-            name, shape = r
-            floats[name] = torch.from_numpy(take(4 * math.prod(shape), np.float32)).reshape(shape)
-            continue
-        name, shape, bits, signed, sym, g, gs, bshape, has_z = r
-        spec = QuantSpec(bits=bits, signed=bool(signed), symmetric=bool(sym), granularity=gran[g], group_size=gs)
-        n, nb = math.prod(shape), math.prod(bshape)
-        codes = unpack(take(math.ceil(n * bits / 8), np.uint8), bits, n)
-        q = (codes + spec.qrange[0]).reshape(shape).to(torch.float32)
-        s = torch.from_numpy(take(4 * nb, np.float32)).reshape(bshape)
-        zdt = _zdtype(bits)
-        z = (torch.from_numpy(take(np.dtype(zdt).itemsize * nb, zdt).astype(np.float32)).reshape(bshape)
-             if has_z else torch.zeros_like(s))
-        qts[name] = QTensor(q, s, z, spec)
+    try:
+        for r in records:
+            if len(r) == 2:
+                name, shape = r
+                floats[name] = torch.from_numpy(take(4 * math.prod(shape), np.float32)).reshape(shape)
+                continue
+            name, shape, bits, signed, sym, g, gs, bshape, has_z = r
+            spec = QuantSpec(bits=bits, signed=bool(signed), symmetric=bool(sym), granularity=gran[g], group_size=gs)
+            n, nb = math.prod(shape), math.prod(bshape)
+            codes = unpack(take(math.ceil(n * bits / 8), np.uint8), bits, n)
+            q = (codes + spec.qrange[0]).reshape(shape).to(torch.float32)
+            s = torch.from_numpy(take(4 * nb, np.float32)).reshape(bshape)
+            zdt = _zdtype(bits)
+            z = (torch.from_numpy(take(np.dtype(zdt).itemsize * nb, zdt).astype(np.float32)).reshape(bshape)
+                 if has_z else torch.zeros_like(s))
+            qts[name] = QTensor(q, s, z, spec)
+    except ArtifactError:
+        raise
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:  # a header record that does not make sense
+        raise corrupt(path, f"header record: {type(e).__name__}: {e}") from None
     if off != len(raw):
-        raise ValueError(f"{path}: {len(raw) - off} trailing bytes; the file is corrupt, rerun the stage that wrote it")
+        raise corrupt(path, f"{len(raw) - off} trailing bytes after the tensors the header describes")
     return qts, floats, meta
 
 

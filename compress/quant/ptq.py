@@ -28,7 +28,7 @@ from compress.quant.fakequant import (QConv2d, QLinear, QuantSpec, act_spec, qua
                                       quantize_weight, weight_spec)
 from compress.quant.formats import get_format
 from compress.quant.packing import QTensor, load_packed, save_packed
-from compress.variants import Form
+from compress.variants import Form, corrupt, missing
 
 
 def int_specs(wbits: int, abits: int | None, granularity: str = "channel", group_size: int = 128,
@@ -74,7 +74,17 @@ def load_sim(folder: Path, files: list[str], model: nn.Module) -> nn.Module:
     from compress.checkpoint import load_into
 
     load_into(model, folder / files[0])
-    return sim_from_cfg(model.eval(), json.loads((folder / files[1]).read_text()))
+    recipe = folder / files[1]
+    try:
+        cfg = json.loads(recipe.read_text())
+    except FileNotFoundError:
+        raise missing(recipe) from None
+    except (OSError, ValueError) as e:
+        raise corrupt(recipe, f"not a JSON recipe: {e}") from None
+    try:
+        return sim_from_cfg(model.eval(), cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise corrupt(recipe, f"not a simulation recipe: {type(e).__name__}: {e}") from None
 
 
 # --------------------------------------------------------------------------- packed form

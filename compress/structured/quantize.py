@@ -17,6 +17,7 @@ import torch.nn as nn
 from compress.quant.fakequant import QuantSpec, quantize_weight, weight_spec
 from compress.quant.packing import QTensor, load_packed, save_packed
 from compress.structured.monarch import monarch_layers
+from compress.variants import ArtifactError
 
 FORMAT = "monarch-packed-v1"
 
@@ -60,12 +61,12 @@ def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
     """Dequantize the stored factors into ``model`` (a Monarch model of the same structure)."""
     qts, floats, meta = load_packed(path)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a packed Monarch state (format {meta.get('format')!r}); rerun the monarch stage")
+        raise ArtifactError(path, f"is not a packed Monarch state (format {meta.get('format')!r})")
     own = model.state_dict()
     state = dict(floats)
     for name in factor_names(model):
         if name not in qts:
-            raise ValueError(f"{path}: no quantized factor {name!r}; was it written for this model structure?")
+            raise ArtifactError(path, f"has no quantized factor {name!r} (was it written for this model structure?)")
         state[name] = qts.pop(name).dequantize().reshape(own[name].shape)
     model.load_state_dict(state, strict=True)
     return model

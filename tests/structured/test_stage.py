@@ -6,7 +6,6 @@ import csv
 import json
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -120,12 +119,10 @@ def test_quantized_factors_roundtrip(tmp_path, bits):
 
 
 @pytest.mark.slow
-def test_aim_on_full_mnist(tmp_path_factory, tmp_path, monkeypatch):
+def test_aim_on_full_mnist(tmp_path_factory, tmp_path, monkeypatch, mnist_root):
     """The issue's aim with the default params on real MNIST: >= 2x fewer weights in the replaced
     layers and <= 0.5 pp validation-accuracy loss after fine-tuning (~3 min on one core)."""
-    root = "/work/shared/datasets"
-    if not (Path(root) / "MNIST/raw").is_dir():
-        pytest.skip(f"no MNIST under {root}")
+    root = str(mnist_root)
     prepared = tmp_path_factory.mktemp("mnist")
     save_prepared(prepare(DataConfig(source="mnist", root=root, download=False, offline_fallback=None), seed=0), prepared)
     params = {"seed": 0, "data": {"source": "mnist", "root": root}, "tracking": {"enabled": False}}

@@ -68,3 +68,26 @@ def test_unknown_calibration_observer_names_the_key(tmp_path, tiny_project, caps
     assert cli("bits", bits_study.build_spec, ["--params", str(p), "--no-mlflow", "--n-trials", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "search.calibration = 'kl'" in err
+
+
+def test_the_study_cli_checks_its_tracking_uri(tmp_path, tiny_project, capsys):
+    """An unreachable --tracking-uri is one line before the model is loaded (not minutes of retries)."""
+    import time
+
+    from .pg import free_port
+
+    raw = yaml.safe_load(tiny_project.read_text())
+    raw["search"]["storage"] = f"journal:{tmp_path / 'j.journal'}"
+    raw["tracking"]["enabled"] = True
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    port = free_port()
+    called = []
+    t0 = time.perf_counter()
+    rc = cli("bits", lambda P: called.append(P) or bits_study.build_spec(P),
+             ["--params", str(tmp_path / "p.yaml"), "--tracking-uri", f"http://127.0.0.1:{port}"])
+    assert time.perf_counter() - t0 < 10
+    assert rc == 2 and called == []
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --tracking-uri = 'http://127.0.0.1:{port}': no MLflow tracking server answers (connection "
+                   f"refused); start it (mlflow server --host 127.0.0.1 --port {port}) or set --tracking-uri to the default "
+                   "sqlite:///mlflow.db")
