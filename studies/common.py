@@ -202,10 +202,11 @@ def cli(kind: str, build_spec: Callable[[Any], SearchSpec], argv: list[str] | No
     a = ap.parse_args(argv)
     project = Path(a.params).resolve().parent if Path(a.params).is_file() else Path.cwd()
     with contextlib.chdir(project):  # the pipeline's relative paths (stages/pipeline.py) start there
-        return _worker(kind, build_spec, a, Path(a.params).resolve() if Path(a.params).is_file() else a.params)
+        return _worker(kind, build_spec, a, Path(a.params).resolve() if Path(a.params).is_file() else a.params,
+                       sys.argv[1:] if argv is None else argv)
 
 
-def _worker(kind: str, build_spec, a, params) -> int:
+def _worker(kind: str, build_spec, a, params, argv: list[str]) -> int:
     from compress.config import ConfigError, load_params
 
     try:
@@ -230,7 +231,7 @@ def _worker(kind: str, build_spec, a, params) -> int:
         # connect first: an unreachable storage or tracking server is one line before anything is loaded or run
         open_storage(S.storage, S.heartbeat_s, key="--storage" if a.storage else "search.storage")
         if not (a.no_mlflow or not P.tracking.enabled):
-            given = any(arg.split("=", 1)[0] == "--tracking-uri" for arg in (sys.argv[1:] if argv is None else argv))
+            given = any(arg.split("=", 1)[0] == "--tracking-uri" for arg in argv)
             key = "--tracking-uri" if given else "MLFLOW_TRACKING_URI" if a.tracking_uri else "tracking.uri"
             check_tracking_uri(a.tracking_uri or P.tracking.uri, key=key)
         spec, meta = build_spec(P)
