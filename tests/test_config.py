@@ -19,6 +19,16 @@ def test_repo_params_yaml_is_valid():
     ({"model": {"name": "vgg"}}, "model.name = 'vgg' is invalid: unknown model"),
     ({"train": {"optimizer": "lion"}}, "train.optimizer = 'lion'"),
     ({"data": {"val_size": -1}}, "data.val_size = -1"),
+    ({"fit": {"batch_size": 0}}, "fit.batch_size = 0"),
+    ({"fit": {"optimzer": "adam"}}, "unknown key 'fit.optimzer'"),
+    ({"data": {"out": "elsewhere"}}, "unknown key 'data.out'"),  # paths live in stages/pipeline.py, not params
+    ({"recipes": {"r": {"model": "vgg", "steps": [{"step": "prune", "sparsity": 0.5}]}}}, "recipes.r.model = 'vgg' is unknown"),
+    ({"recipes": {"r": {"model": "lenet300", "steps": [{"step": "encode"}]}}}, "recipes.r.steps[0].step = 'encode' is out of order"),
+    ({"recipes": {"r": {"model": "lenet300", "steps": [{"step": "prune", "sparsity": 1.2}]}}}, "recipes.r.steps[0].sparsity"),
+    ({"recipes": {"r": {"model": "lenet300", "steps": [{"step": "prune", "sparsity": 0.5}, {"step": "quantize", "bits": 12}]}}},
+     "recipes.r.steps[1].bits = 12"),
+    ({"recipes": {"r": {"model": "lenet300", "steps": [{"step": "squeeze"}]}}}, "recipes.r.steps[0].step = 'squeeze' is unknown"),
+    ({"recipes": {"R 1": {"model": "lenet300", "steps": []}}}, "recipes.R 1: a recipe name must match"),
 ])
 def test_bad_values_give_one_line_naming_the_key(raw, needle):
     with pytest.raises(ConfigError) as e:
