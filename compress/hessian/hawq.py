@@ -341,9 +341,23 @@ def blockwise_finetune(qmodel: nn.Module, blocks: Sequence[Block], order: Sequen
     return rows
 
 
+@dataclass
+class FinetuneResult:
+    bits: list[int]  # per block
+    seed: int
+    order: list[str]  # Ω order of the block-wise phase
+    ptq_val_acc: float  # before fine-tuning
+    val_acc: float
+    val_loss: float
+    rows: list[dict]  # one per phase (block-wise stages, then "joint")
+    state: dict = field(repr=False, default_factory=dict)  # the fake-quant model's state dict
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
 def finetune_allocation(model: nn.Module, blocks: Sequence[Block], stats: Sequence[BlockStats], bits: Sequence[int],
                         train, val, block_cfg, joint_cfg=None, *, seed: int, act_bits: int | None = None,
-                        act_ranges=None, monitor=None, fit_fn=None) -> tuple[nn.Module, "FinetuneResult"]:
+                        act_ranges=None, monitor=None, fit_fn=None) -> tuple[nn.Module, FinetuneResult]:
     """Quantize ``model`` to ``bits`` per block (activations ``act_bits`` with ``act_ranges``) and
     fine-tune it: the Ω-ordered block-wise QAT (``block_cfg``, e.g. ``max_iterations`` steps per
     block), then, unless ``joint_cfg`` is None, joint QAT of every parameter (``joint_cfg``).
@@ -378,20 +392,6 @@ def finetune_allocation(model: nn.Module, blocks: Sequence[Block], stats: Sequen
                          val_loss=vloss, rows=rows, state={k: v.detach().clone() for k, v in q.state_dict().items()},
                          cpu_seconds=time.process_time() - c0, wall_seconds=time.perf_counter() - w0)
     return q, res
-
-
-@dataclass
-class FinetuneResult:
-    bits: list[int]  # per block
-    seed: int
-    order: list[str]  # Ω order of the block-wise phase
-    ptq_val_acc: float  # before fine-tuning
-    val_acc: float
-    val_loss: float
-    rows: list[dict]  # one per phase (block-wise stages, then "joint")
-    state: dict = field(repr=False, default_factory=dict)  # the fake-quant model's state dict
-    cpu_seconds: float = 0.0
-    wall_seconds: float = 0.0
 
 
 def restore(model: nn.Module, blocks: Sequence[Block], res: FinetuneResult, act_bits: int | None, act_ranges=None) -> nn.Module:
@@ -617,7 +617,7 @@ def report_markdown(title: str, stats: Sequence[BlockStats], plans: Sequence[Pla
     n = claim_.get("near_fp32")
     if n:
         md += [f"fp32 val acc {n['fp32_val_acc']:.4f}; {n['allocator']} at {n['avg_bits']:.3f} bits: {n['mean']:.4f} "
-               f"({n['drop_pp']:+.2f} pp drop; within {n['within_pp']:g} pp: {'yes' if n['holds'] else 'NO'}).", ""]
+               f"({n['drop_pp']:.2f} pp below fp32; within {n['within_pp']:g} pp: {'yes' if n['holds'] else 'NO'}).", ""]
     md += ["Claim: " + ", ".join(f"{k}: {'holds' if v else 'does NOT hold'}" for k, v in claim_["holds"].items()) + ".", ""]
     return "\n".join(md)
 

@@ -90,6 +90,15 @@ def val_accuracy(model: nn.Module, val) -> float:
     return evaluate_model(model, *val)[1]
 
 
+def drop_claim(baseline_acc: float, acc: float, sparsity: float, *, max_drop_pp: float = 0.3, min_sparsity: float = 0.9) -> dict:
+    """Han et al. (2015)'s claim for one pruned variant: at ≥ ``min_sparsity`` of the weights removed,
+    accuracy (of the reloaded artifact, on the same split as ``baseline_acc``) within ``max_drop_pp``
+    percentage points of the unpruned baseline."""
+    drop = 100 * (baseline_acc - acc)
+    return {"baseline_acc": baseline_acc, "acc": acc, "sparsity": sparsity, "drop_pp": drop, "max_drop_pp": max_drop_pp,
+            "min_sparsity": min_sparsity, "holds": bool(sparsity >= min_sparsity - 1e-9 and drop <= max_drop_pp + 1e-9)}
+
+
 def prune_variants(base: nn.Module, spec: dict, variants: dict, ft, train, val, *, seed: int, round_ft: dict | None = None,
                    workers: int = 1, threads: int = 1, key: str = "prune.variants", on_result=None) -> dict[str, PruneResult]:
     """:func:`prune_variant` for every ``{name: PruneVariant}`` on a copy of ``base``, in ``workers``
@@ -98,7 +107,8 @@ def prune_variants(base: nn.Module, spec: dict, variants: dict, ft, train, val, 
     Every variant starts from ``seed_everything(seed)``, as when run alone, so the results are
     bit-identical for any ``workers``.  ``round_ft``: ``{name: retraining knobs}`` for the
     variants whose rounds retrain differently from ``ft``.  ``on_result(name, result)`` is called
-    in this process as each variant finishes.  Returns ``{name: PruneResult}`` in ``variants``' order,
+    in this process as each variant finishes; the longest variants (by optimizer steps) start first.
+    Returns ``{name: PruneResult}`` in ``variants``' order,
     each with its model rebuilt here from ``spec`` (a structured variant's smaller spec)."""
     import copy
 
@@ -128,8 +138,16 @@ def prune_variants(base: nn.Module, spec: dict, variants: dict, ft, train, val, 
         if on_result is not None:
             on_result(names[i], done[names[i]])
 
-    map_jobs(one, names, workers=workers, threads=threads, on_result=finished)
+    def steps(name: str) -> int:  # rough cost, to start the longest variants first
+        v = variants[name]
+        cfg = round_ft.get(name, ft)
+        per = lambda c: c.max_iterations or c.epochs * -(-len(train[1]) // c.batch_size)  # noqa: E731
+        return (per(ft) if v.l1_lambda > 0 else 0) + (per(ft) if v.method == "structured" else v.rounds * per(cfg))
+
+    order = sorted(names, key=lambda n: -steps(n))  # stable: ties keep the given order
+    map_jobs(one, order, workers=workers, threads=threads,
+             on_result=lambda i, out, cpu, wall: finished(names.index(order[i]), out, cpu, wall))
     return {n: done[n] for n in names}
 
 
-__all__ = ["PruneResult", "schedule", "check_layers", "prune_variant", "prune_variants", "val_accuracy"]
+__all__ = ["PruneResult", "schedule", "check_layers", "prune_variant", "prune_variants", "drop_claim", "val_accuracy"]

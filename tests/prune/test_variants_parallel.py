@@ -38,14 +38,15 @@ def test_round_ft_sets_the_retraining_length_of_each_round(setup):
 def test_prune_variants_in_processes_equal_the_serial_run(setup):
     base, spec, train, val = setup
     ft = FitConfig(max_iterations=2, batch_size=32, lr=1e-3)
-    variants = {"mag": PruneVariant(method="magnitude", scope="global", sparsity=0.9, rounds=2),
-                "grad": PruneVariant(method="gradient", scope="layer", sparsity=0.5, grad_batches=2),
+    variants = {"grad": PruneVariant(method="gradient", scope="layer", sparsity=0.5, grad_batches=2),
+                "mag": PruneVariant(method="magnitude", scope="global", sparsity=0.9, rounds=2),
                 "struct": PruneVariant(method="structured", sparsity=0.5)}
     round_ft = {"mag": FitConfig(max_iterations=3, batch_size=32, lr=1e-3)}
     seen = []
     a = prune_variants(base, spec, variants, ft, train, val, seed=0, round_ft=round_ft, workers=1, on_result=lambda n, r: seen.append(n))
     b = prune_variants(base, spec, variants, ft, train, val, seed=0, round_ft=round_ft, workers=2)
-    assert list(a) == list(b) == ["mag", "grad", "struct"] and seen == ["mag", "grad", "struct"]
+    assert list(a) == list(b) == ["grad", "mag", "struct"]  # the given order ...
+    assert seen == ["mag", "grad", "struct"]  # ... but the longest (mag: 2 rounds x 3 steps) ran first
     for n in a:
         assert a[n].spec == b[n].spec and a[n].sparsity == b[n].sparsity
         sa, sb = a[n].model.state_dict(), b[n].model.state_dict()
@@ -64,3 +65,12 @@ def test_map_jobs_order_errors_and_bad_arguments():
         map_jobs(lambda x: 1 // x, [1, 0], workers=2)
     with pytest.raises(ValueError, match="workers = 0 is invalid"):
         map_jobs(abs, [1], workers=0)
+
+
+def test_drop_claim():
+    from compress.prune.variant import drop_claim
+
+    c = drop_claim(0.9926, 0.9905, 0.9)
+    assert c["holds"] and c["drop_pp"] == pytest.approx(0.21)
+    assert not drop_claim(0.9926, 0.9890, 0.9)["holds"]  # 0.36 pp
+    assert not drop_claim(0.9926, 0.9926, 0.8)["holds"]  # not sparse enough
