@@ -30,6 +30,7 @@ class PruneResult:
     spec: dict
     sparsity: float  # fraction of prunable weights that are zero
     history: list[dict] = field(default_factory=list)  # one row per phase
+    cpu_seconds: float = 0.0  # process CPU time of the whole variant (set by prune_variants)
 
 
 def schedule(target: float, rounds: int) -> list[float]:
@@ -135,13 +136,14 @@ def prune_variants(base: nn.Module, spec: dict, variants: dict, ft, train, val, 
 
     def finished(i, out, cpu, wall):
         done[names[i]] = rebuild(out)
+        done[names[i]].cpu_seconds = cpu
         if on_result is not None:
             on_result(names[i], done[names[i]])
 
     def steps(name: str) -> int:  # rough cost, to start the longest variants first
         v = variants[name]
         cfg = round_ft.get(name, ft)
-        per = lambda c: c.max_iterations or c.epochs * -(-len(train[1]) // c.batch_size)  # noqa: E731
+        per = lambda c: min(c.max_iterations or 10**12, c.epochs * -(-len(train[1]) // c.batch_size))  # noqa: E731  (as fit)
         return (per(ft) if v.l1_lambda > 0 else 0) + (per(ft) if v.method == "structured" else v.rounds * per(cfg))
 
     order = sorted(names, key=lambda n: -steps(n))  # stable: ties keep the given order
