@@ -6,7 +6,9 @@ With ``workers > 1`` the items run in a ``fork`` pool: the children inherit the 
 picklable) result cross a pipe.  Every job — in the parent or in a child — runs with
 ``torch.set_num_threads(threads)``, so a job's result does not depend on ``workers``: a job that
 seeds itself is bit-identical whether it ran inline or in a pool.  Each result gets the job's
-CPU seconds (``time.process_time`` of the process that ran it) through ``on_result``.
+CPU seconds (``time.process_time`` of the process that ran it) through ``on_result``.  Forked workers run one
+torch thread each: GNU OpenMP hangs in a child forked after the parent used a parallel region, if
+the child opens one (more than one thread), so ``threads > 1`` needs ``workers = 1``.
 """
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, t
         raise ValueError(f"workers = {workers!r} is invalid: must be >= 1")
     if threads < 1:
         raise ValueError(f"threads = {threads!r} is invalid: must be >= 1")
+    if workers > 1 and threads > 1:
+        # GNU OpenMP cannot run parallel regions in a child forked after the parent ran some: the
+        # child hangs (measured here with torch 2.14: a LeNet-5 step with 2 threads never returns)
+        raise ValueError(f"threads = {threads} with workers = {workers}: forked workers run 1 torch thread each; "
+                         "use threads = 1 (or workers = 1 for a multi-threaded run)")
     saved = torch.get_num_threads()
     _JOB = (fn, list(items), int(threads))
     results: list[Any] = [None] * len(items)

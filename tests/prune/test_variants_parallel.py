@@ -65,6 +65,9 @@ def test_map_jobs_order_errors_and_bad_arguments():
         map_jobs(lambda x: 1 // x, [1, 0], workers=2)
     with pytest.raises(ValueError, match="workers = 0 is invalid"):
         map_jobs(abs, [1], workers=0)
+    with pytest.raises(ValueError, match="threads = 2 with workers = 2: forked workers run 1 torch thread each"):
+        map_jobs(abs, [1, 2], workers=2, threads=2)
+    assert map_jobs(lambda x: torch.get_num_threads(), [0], workers=1, threads=2) == [2]
 
 
 def test_drop_claim():
