@@ -55,13 +55,16 @@ def landscapes(curves: dict[str, tuple[np.ndarray, np.ndarray]], lambdas: dict[s
 
 
 def hawq_vs_uniform(rows: Sequence[dict], path: str | Path, metric: str = "val_acc") -> Path:
-    """Mean ± std over seeds of ``metric`` vs average weight bits, HAWQ vs uniform."""
+    """Mean ± std over seeds of ``metric`` vs average weight bits, one line per method (the HAWQ
+    allocators — ``sensitivity``, ``ilp``; older rows say ``hawq`` — and ``uniform``)."""
     plt = _plt()
     groups: dict[tuple[str, float], list[float]] = defaultdict(list)
     for r in rows:
         groups[(r["method"], r["avg_bits"])].append(r[metric])
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for method, marker in (("hawq", "o"), ("uniform", "s")):
+    markers = {"sensitivity": "o", "ilp": "D", "hawq": "o", "uniform": "s"}
+    for method in dict.fromkeys(m for m, _ in groups):
+        marker = markers.get(method, "^")
         pts = sorted((b, np.mean(v), np.std(v)) for (m, b), v in groups.items() if m == method)
         if pts:
             b, mu, sd = map(np.array, zip(*pts))
@@ -81,7 +84,7 @@ def obd_figure(curve: Sequence[dict], rounds: dict[str, Sequence[dict]], path: s
     and iterative with retraining; (b) predicted (Σ saliencies) vs actual loss increase."""
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for method, style in (("obd", "-"), ("magnitude", "--"), ("obd-hutchinson", ":")):
+    for method, style in (("obd", "-"), ("magnitude", "--"), ("obd-hutchinson", ":"), ("obd-hutchinson-raw", "-.")):
         pts = [r for r in curve if r["method"] == method]
         if not pts:
             continue

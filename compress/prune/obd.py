@@ -7,14 +7,22 @@ diagonal of the Hessian:
 
 Deleting weight w_i (δw_i = −w_i) therefore costs its *saliency*  s_i = ½ H_ii w_i².  The
 procedure: 1. train; 2. compute H_ii; 3. compute s_i; 4. delete the lowest-saliency weights;
-5. retrain; 6. iterate.  H_ii comes from the Hutchinson estimator E[z ⊙ Hz] (Rademacher z) on
-calibration batches, from the non-negative Rademacher Gauss–Newton estimator (``ggn``: the
-Levenberg–Marquardt diagonal of the OBD paper; equal to the Hessian for ReLU nets) or exactly
-(one HVP per weight) for small layers.  Only conv/linear
-weights are candidates (biases are kept).  Masks go through ``compress.prune.masks``.
+5. retrain; 6. iterate.  H_ii comes from one of three estimators on calibration batches
+(``diag_description`` names the one used, for variant notes and reports):
+
+* ``ggn`` (default): the non-negative Rademacher Gauss–Newton estimator (the Levenberg–Marquardt
+  diagonal of the OBD paper; equal to the Hessian for ReLU nets), never negative;
+* ``hutchinson``: E[z ⊙ Hz] with Rademacher z (one HVP per probe).  Its per-weight variance is
+  Σ_{j≠i} H_ij², which swamps small H_ii: on the MNIST LeNet-5 ~40 % of the 32-probe estimates
+  are negative.  Taken raw, a negative estimate gives a negative saliency and that weight is
+  deleted first.  See :func:`nonnegative_diagonal` for how they are handled (posterior mean);
+* ``exact``: one HVP per weight, for small layers and tests.
+
+Only conv/linear weights are candidates (biases are kept).  Masks go through ``compress.prune.masks``.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -38,19 +46,85 @@ def _weight_param(layer: nn.Module) -> torch.Tensor:
 
 @dataclass
 class DiagResult:
-    diag: dict[str, torch.Tensor]  # layer -> H_ii, weight-shaped
-    stderr: dict[str, torch.Tensor] | None  # Hutchinson standard errors (None when exact)
+    diag: dict[str, torch.Tensor]  # layer -> H_ii, weight-shaped (after the negative-estimate handling)
+    stderr: dict[str, torch.Tensor] | None  # standard errors of the raw estimates (None when exact)
     grad: dict[str, torch.Tensor]  # layer -> ∂L/∂w (OBD assumes ≈ 0)
     hvps: int
     seconds: float
+    negative_raw: int = 0  # raw estimates below zero (before handling)
+    description: str = ""  # diag_description(method, samples, negative)
+
+
+NEGATIVE = ("posterior", "clamp", "abs", "keep")
+
+
+def nonnegative_diagonal(est: torch.Tensor, stderr: torch.Tensor, how: str = "posterior") -> torch.Tensor:
+    """Turn noisy diagonal estimates into the non-negative curvatures OBD needs.
+
+    For a ReLU / max-pool network with cross-entropy the Hessian equals the Gauss–Newton matrix
+    almost everywhere, so every true H_ii ≥ 0 and a negative estimate is pure probe noise.
+
+    * ``posterior`` (used by ``hessian_diagonal``): the posterior mean of H_ii given the estimate
+      d and its standard error σ, with a Gaussian likelihood and a flat prior on H_ii ≥ 0 — the
+      mean of N(d, σ²) truncated to [0, ∞):
+
+          E[H_ii | d] = d + σ · φ(d/σ) / Φ(d/σ)
+
+      It is d where d ≫ σ (a well-measured curvature is kept), > 0 everywhere, and of the order of
+      σ where d ≲ 0: an unmeasured curvature is "as large as the noise", not zero.  σ = 0 (a
+      deleted weight, exactly 0) stays 0.
+    * ``clamp``: max(d, 0).  Rejected as the default: it sets ~40 % of the LeNet-5 saliencies to
+      exactly 0, and those weights — important ones among them — are deleted first, by position
+      (measured one-shot on MNIST: training loss 0.012 -> 1.87 after deleting 10 % of the weights).
+    * ``abs``: |d| (one-shot: 0.75 at 90 % deleted vs 0.58 with ``posterior`` and 0.68 with ``ggn``).
+    * ``keep``: the raw estimate (for comparison only).
+    """
+    if how == "keep":
+        return est.clone()
+    if how == "clamp":
+        return est.clamp_min(0)
+    if how == "abs":
+        return est.abs()
+    if how != "posterior":
+        raise ValueError(f"negative = {how!r} is unknown; allowed: {', '.join(NEGATIVE)}")
+    if not torch.all(torch.isfinite(stderr)):
+        raise ValueError("the posterior-mean diagonal needs finite standard errors: use >= 2 probes (obd.hessian.samples)")
+    d, se = est.double(), stderr.double()
+    pos = se > 0
+    z = torch.where(pos, d / torch.where(pos, se, torch.ones_like(se)), torch.zeros_like(d))
+    # φ(z)/Φ(z) in log space: stable for very negative z, where it ≈ −z
+    ratio = torch.exp(-0.5 * z * z - 0.5 * math.log(2 * math.pi) - torch.special.log_ndtr(z))
+    out = torch.where(pos, d + se * ratio, d.clamp_min(0))
+    return out.to(est.dtype)
+
+
+def diag_description(method: str, samples: int, negative: str = "posterior") -> str:
+    """One phrase naming the H_ii estimator actually used (variant notes, reports)."""
+    if method == "ggn":
+        return f"Gauss-Newton diagonal (Rademacher GGN estimator, {samples} probes; never negative)"
+    if method == "hutchinson":
+        how = {"posterior": "negative estimates replaced by the posterior mean of H_ii >= 0",
+               "clamp": "negative estimates clamped at 0", "abs": "absolute values of the estimates",
+               "keep": "raw estimates, negative ones included"}[negative]
+        return f"Hutchinson diagonal (z*Hz, {samples} Rademacher probes; {how})"
+    if method == "exact":
+        return "exact Hessian diagonal (one HVP per weight)"
+    raise ValueError(f"obd.diag = {method!r} is unknown; allowed: hutchinson, ggn, exact")
+
+
+def round_notes(round_: int, method: str, samples: int, retrain_iterations: int | None, negative: str = "posterior") -> str:
+    """The notes of an OBD round's variant: the round, the estimator used and the retraining length."""
+    steps = "retraining for the configured epochs" if retrain_iterations is None else f"{retrain_iterations} retraining steps"
+    return f"OBD round {round_}: saliency ½ H_ii w_i² from the {diag_description(method, samples, negative)}, {steps}"
 
 
 def hessian_diagonal(model: nn.Module, batches: Batches, method: str = "hutchinson", samples: int = 32,
-                     seed: int = 0, layers: Sequence[str] | None = None) -> DiagResult:
+                     seed: int = 0, layers: Sequence[str] | None = None, negative: str = "posterior") -> DiagResult:
     """H_ii of the mean loss over ``batches`` for every weight of the prunable ``layers``.
 
     With a mask m the forward uses w = w_orig ⊙ m, so the Hessian w.r.t. w_orig is M H M: the
-    diagonal is H_ii at kept weights and 0 at deleted ones.
+    diagonal is H_ii at kept weights and 0 at deleted ones.  Hutchinson estimates go through
+    :func:`nonnegative_diagonal` (``negative``); ``negative_raw`` counts the raw ones below zero.
     """
     all_layers = prunable_layers(model)
     names = list(layers) if layers is not None else list(all_layers)
@@ -58,23 +132,29 @@ def hessian_diagonal(model: nn.Module, batches: Batches, method: str = "hutchins
     t0 = time.perf_counter()
     op = HessianOperator(model, params, batches)
     # 1. diagonal (Hutchinson or exact unit-vector HVPs); 2. gradient for the first-order term
+    description = diag_description(method, samples, negative)  # also validates ``method``
+    negative_raw = 0
     if method == "hutchinson":
+        if negative == "posterior" and samples < 2:
+            raise ValueError(f"obd.hessian.samples = {samples}: the Hutchinson diagonal needs >= 2 probes to estimate "
+                             "the standard errors its negative estimates are corrected with")
         res = hutchinson(op.matvec, op.dim, samples, generator=torch.Generator().manual_seed(seed))
-        flat, se = res.diagonal, unflatten(res.diagonal_stderr, params)
+        negative_raw = int((res.diagonal < 0).sum())
+        flat = nonnegative_diagonal(res.diagonal, res.diagonal_stderr, negative)
+        se = unflatten(res.diagonal_stderr, params)
     elif method == "ggn":
         res = ggn_diagonal(model, params, batches, samples, generator=torch.Generator().manual_seed(seed))
         flat, se = res.diagonal, unflatten(res.diagonal_stderr, params)
         op.hvps += res.hvps
-    elif method == "exact":
+    else:  # exact
         flat, se = exact_diagonal(op.matvec, op.dim), None
-    else:
-        raise ValueError(f"obd.diag = {method!r} is unknown; allowed: hutchinson, ggn, exact")
+        negative_raw = int((flat < 0).sum())
     op.release()
     grad = op.gradient()
     diag = {n: d.detach().clone() for n, d in zip(names, unflatten(flat, params))}
     return DiagResult(diag=diag, stderr=None if se is None else {n: s.clone() for n, s in zip(names, se)},
                       grad={n: g.clone() for n, g in zip(names, unflatten(grad, params))},
-                      hvps=op.hvps, seconds=time.perf_counter() - t0)
+                      hvps=op.hvps, seconds=time.perf_counter() - t0, negative_raw=negative_raw, description=description)
 
 
 def saliency(model: nn.Module, diag: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -193,10 +273,35 @@ def iterative_prune(model: nn.Module, train, val, calib_batches: Batches, loss_b
     return out
 
 
+def iterative_prune_jobs(model: nn.Module, train, val, calib_batches: Batches, loss_batches: Batches, cfg, *, seed: int,
+                         scorers: Sequence[str] = ("obd", "magnitude"), workers: int = 1, threads: int = 1,
+                         states_for: Sequence[str] = ("obd",)) -> dict[str, tuple[list[RoundResult], list[dict]]]:
+    """:func:`iterative_prune` for each scorer on its own copy of ``model``, in ``workers`` forked
+    processes (``compress.parallel.map_jobs``; bit-identical for any ``workers``).  Returns
+    ``{scorer: (rounds, states)}``, where ``states[r]`` is the dense state dict (deleted weights
+    exactly 0) after round r+1 for the scorers in ``states_for`` (an empty list for the others):
+    what a caller needs to write each round as a variant."""
+    import copy
+
+    from compress.parallel import map_jobs
+    from compress.prune.masks import dense_state_dict
+
+    def one(scorer: str):
+        m = copy.deepcopy(model)
+        states: list[dict] = []
+        keep = scorer in states_for
+        rounds = iterative_prune(m, train, val, calib_batches, loss_batches, cfg, seed=seed, scorer=scorer,
+                                 on_round=(lambda res, mm: states.append(dense_state_dict(mm))) if keep else None)
+        return rounds, states
+
+    out = map_jobs(one, list(scorers), workers=workers, threads=threads)
+    return dict(zip(scorers, out))
+
+
 def curve_counts(total: int, points: int, max_fraction: float) -> list[int]:
     """Evenly spaced numbers of deleted weights from 0 to ``max_fraction``·total."""
     return [int(round(v)) for v in np.linspace(0, max_fraction * total, points)]
 
 
-__all__ = ["hessian_diagonal", "saliency", "magnitude_scores", "lowest_masks", "one_shot_curve", "iterative_prune",
+__all__ = ["hessian_diagonal", "nonnegative_diagonal", "diag_description", "round_notes", "NEGATIVE", "saliency", "magnitude_scores", "lowest_masks", "one_shot_curve", "iterative_prune", "iterative_prune_jobs",
            "mean_loss", "curve_counts", "DiagResult", "RoundResult"]
