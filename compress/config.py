@@ -96,16 +96,23 @@ class FitConfig(Section):
 
 
 def fit_fields(model: type[BaseModel]) -> list[tuple[str, ...]]:
-    """Paths (inside ``model``) of the training blocks: the model itself when it is a FitConfig, and
-    every nested field typed with a FitConfig subclass."""
+    """Paths (inside ``model``) of the training blocks: the model itself when it is a FitConfig, and every
+    nested field typed with a FitConfig subclass. ``"*"`` stands for every entry of a ``{name: model}``
+    mapping; a path ending in ``"?"`` is an optional block (``FitConfig | None``, off unless written)."""
     import typing
 
     paths: list[tuple[str, ...]] = [()] if issubclass(model, FitConfig) else []
     for name, f in model.model_fields.items():
-        for t in (f.annotation, *typing.get_args(f.annotation)):
-            if isinstance(t, type) and issubclass(t, BaseModel):
-                paths += [(name, *p) for p in fit_fields(t)]
-                break
+        ann, key = f.annotation, (name,)
+        if typing.get_origin(ann) is dict:  # {name: Model}: every entry
+            ann, key = typing.get_args(ann)[1], (name, "*")
+        args = typing.get_args(ann)
+        sub = next((t for t in (ann, *args) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if sub is None:
+            continue
+        optional = type(None) in args
+        for p in fit_fields(sub):
+            paths.append((*key, *p, "?") if optional and not p else (*key, *p))
     return paths
 
 
@@ -247,22 +254,35 @@ def inherit_fit(raw: dict) -> tuple[dict, set[tuple[str, ...]]]:
     if not isinstance(fit, dict) or not fit:
         return raw, set()
     out, inherited = copy.deepcopy(raw), set()
+
+    def blocks(node: dict, path: tuple[str, ...], at: tuple[str, ...]):
+        """The dicts (and their key paths) a fit path leads to inside ``node``."""
+        if not path:
+            yield node, at
+            return
+        key, rest = path[0], path[1:]
+        if rest == ("?",):  # an optional block: only where it is written as a mapping
+            if isinstance(node.get(key), dict):
+                yield node[key], (*at, key)
+            return
+        if key == "*":
+            for k, v in node.items():
+                if isinstance(v, dict):
+                    yield from blocks(v, rest, (*at, k))
+            return
+        node.setdefault(key, {})
+        if isinstance(node[key], dict):
+            yield from blocks(node[key], rest, (*at, key))
+
     for name, model in all_sections().items():
         if name == "fit":
             continue
         for path in fit_fields(model):
-            node, ok = out, True
-            for key in (name, *path):
-                node.setdefault(key, {})
-                if not isinstance(node[key], dict):
-                    ok = False
-                    break
-                node = node[key]
-            if ok:
+            for node, at in blocks(out, (name, *path), ()):
                 for k, v in fit.items():
                     if k not in node:
                         node[k] = copy.deepcopy(v)
-                        inherited.add((name, *path, k))
+                        inherited.add((*at, k))
     return out, inherited
 
 

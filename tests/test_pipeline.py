@@ -35,11 +35,12 @@ def test_a_planted_import_is_caught(tmp_path):
     committed = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["prune"]["deps"]  # a plain stage
     assert "compress/structured/butterfly.py" not in committed
     script = tmp_path / "stages" / "prune.py"
-    script.write_text(script.read_text().replace("import copy\n", "import copy\n\nfrom compress.structured import butterfly  # noqa: F401\n", 1))
+    script.write_text(script.read_text().replace("from __future__ import annotations\n", "from __future__ import annotations\n\n"
+                                                 "from compress.structured import butterfly  # noqa: F401\n", 1))
     assert generate.uncovered("prune", tmp_path, committed) == ["compress/structured/butterfly.py"]
     assert generate.render(tmp_path) != (ROOT / "dvc.yaml").read_text()
     # an import inside a function counts too
-    script.write_text(script.read_text().replace("from compress.structured import butterfly  # noqa: F401\n", "")
+    script.write_text(script.read_text().replace("\nfrom compress.structured import butterfly  # noqa: F401\n", "")
                       + "\n\ndef _later():\n    import compress.quant.sr_training  # noqa: F401\n")
     assert generate.uncovered("prune", tmp_path, committed) == ["compress/quant/sr_training.py"]
 

@@ -41,9 +41,15 @@ class HawqConfig(Section):
         "layer", description="'layer': each conv/linear; 'residual': residual blocks; or {name: [layer-name globs]}")
     hessian: HessianConfig = Field(default_factory=HessianConfig, description="the loss (calibration batches) and probes")
     bit_candidates: list[int] = Field(default_factory=lambda: [2, 3, 4, 6, 8], description="weight widths a block may get")
-    budgets_avg_bits: list[float] = Field(default_factory=lambda: [2.5, 3.0, 3.5, 4.0],
-                                          description="model-size budgets: average weight bits over all blocks")
-    uniform_bits: list[int] = Field(default_factory=lambda: [2, 3, 4], description="uniform-precision baselines")
+    budgets_avg_bits: list[float] = Field(default_factory=lambda: [2.5, 3.5],
+                                          description="model-size budgets: average weight bits over all blocks (at an integer "
+                                                      "budget the allocation is usually uniform: the comparison says 'trivial')")
+    uniform_bits: list[int] = Field(default_factory=lambda: [2, 3], description="uniform-precision baselines; each mixed "
+                                    "allocation is compared with every one of the same or smaller size")
+    allocator: str = Field("sensitivity", description="sensitivity: the lecture's Algorithm 2 (more bits to blocks with larger "
+                           "S_i = lambda_i/n_i, under the size budget) | ilp: exact min sum w_i ||Q(W_i) - W_i||^2 (HAWQ-V3 style)")
+    compare_allocators: list[str] = Field(default_factory=lambda: ["ilp"], description="other allocators fine-tuned and "
+                                          "compared with uniform the same way ([] = none)")
     objective: Literal["eigenvalue", "trace"] = Field(
         "eigenvalue", description="ILP weight per block: lambda_i (HAWQ) or Tr(H_i)/n_i (HAWQ-v2)")
     act_bits: int | None = Field(8, ge=2, le=16, description="activation bits (null: float activations)")
@@ -51,10 +57,10 @@ class HawqConfig(Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="fine-tune seeds of the HAWQ-vs-uniform claim")
     finetune: FitConfig = Field(default_factory=FitConfig, description="block-wise QAT in Omega order: this FitConfig "
                                                                         "block per block (max_iterations: steps per block)")
-    landscape_points: int = Field(21, ge=3, description="points of each 1-D loss landscape (HAWQ Fig. 2)")
+    joint: FitConfig | None = Field(None, description="then joint QAT of every parameter (a FitConfig block; null: none)")
+    workers: int = Field(2, ge=1, description="fine-tune jobs run in this many processes (1 torch thread each)")
+    landscape_points: int = Field(11, ge=3, description="points of each 1-D loss landscape (HAWQ Fig. 2)")
     landscape_radius: float = Field(0.5, gt=0, description="max |eps| of W + eps*v along the unit top eigenvector")
-    threads: int | None = Field(1, ge=1, description="torch CPU threads for this stage (null: torch default); "
-                                "1 avoids oversubscribing cores shared with other stages")
 
     @field_validator("blocks")
     @classmethod
@@ -87,6 +93,25 @@ class HawqConfig(Section):
                                  "no allocation fits; raise the budget or add a smaller candidate")
         return v
 
+    @field_validator("allocator")
+    @classmethod
+    def _allocator(cls, v: str) -> str:
+        from compress.hessian.hawq import ALLOCATORS  # the registry is the only source of names
+
+        if v not in ALLOCATORS:
+            raise ValueError(f"unknown allocator {v!r}; allowed: {', '.join(ALLOCATORS)}")
+        return v
+
+    @field_validator("compare_allocators")
+    @classmethod
+    def _compare(cls, v: list[str]) -> list[str]:
+        from compress.hessian.hawq import ALLOCATORS
+
+        bad = [a for a in v if a not in ALLOCATORS]
+        if bad:
+            raise ValueError(f"unknown allocator {bad[0]!r}; allowed: {', '.join(ALLOCATORS)}")
+        return v
+
     @field_validator("uniform_bits")
     @classmethod
     def _uniform(cls, v: list[int]) -> list[int]:
@@ -103,6 +128,8 @@ class HawqConfig(Section):
 
 
 class ObdConfig(Section):
+    """Optimal Brain Damage (LeCun et al. 1990): saliency s_i = H_ii w_i^2 / 2 from a Hessian-diagonal estimate."""
+
     hessian: ProbeConfig = Field(default_factory=lambda: ProbeConfig(samples=32), description="the loss (calibration batches) and probes")
     diag: Literal["ggn", "hutchinson", "exact"] = Field(
         "ggn", description="H_ii estimator: 'ggn' (Rademacher Gauss-Newton, never negative), 'hutchinson' "
@@ -110,12 +137,23 @@ class ObdConfig(Section):
     compare_hutchinson: bool = Field(True, description="also draw the one-shot curve with the plain Hutchinson diagonal")
     rounds: int = Field(4, ge=1, description="prune -> retrain rounds (LeCun et al.'s OBD procedure)")
     prune_fraction: float = Field(0.5, gt=0, lt=1, description="fraction of the remaining weights deleted per round")
+    negative: str = Field("posterior", description="negative Hutchinson estimates of H_ii (noise: H_ii >= 0 for this net): "
+                          "posterior (posterior mean of H_ii >= 0) | clamp | abs | keep")
     retrain: FitConfig = Field(default_factory=FitConfig, description="retraining after each deletion round (a FitConfig block)")
-    curve_points: int = Field(16, ge=2, description="points of the one-shot OBD-vs-magnitude curve")
+    workers: int = Field(2, ge=1, description="the OBD and magnitude loops run in this many processes (1 torch thread each)")
+    curve_points: int = Field(12, ge=2, description="points of the one-shot OBD-vs-magnitude curve")
     curve_max_fraction: float = Field(0.9, gt=0, lt=1, description="largest deleted fraction on that curve")
-    loss_samples: int = Field(5000, ge=1, description="training images used to measure the training loss")
-    threads: int | None = Field(1, ge=1, description="torch CPU threads for this stage (null: torch default); "
-                                "1 avoids oversubscribing cores shared with other stages")
+    loss_samples: int = Field(2000, ge=1, description="training images used to measure the training loss")
+
+
+    @field_validator("negative")
+    @classmethod
+    def _negative(cls, v: str) -> str:
+        from compress.prune.obd import NEGATIVE
+
+        if v not in NEGATIVE:
+            raise ValueError(f"unknown rule {v!r}; allowed: {', '.join(NEGATIVE)}")
+        return v
 
 
 SECTIONS = {"hawq": HawqConfig, "obd": ObdConfig}

@@ -529,6 +529,31 @@ def claim(rows: Sequence[dict], fp32_val_acc: float, near_bits: float = 2.5, wit
             "holds_all": bool(holds) and all(holds.values())}
 
 
+def calib_batches(calib: tuple[torch.Tensor, torch.Tensor], batch_size: int, batches: int,
+                  key: str = "hawq.hessian") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The loss's calibration batches (never test): ``batches`` x ``batch_size`` images from the calib split."""
+    need = batches * batch_size
+    if need > len(calib[1]):
+        raise ValueError(f"{key}.batches x batch_size = {need} exceeds the {len(calib[1])} calibration images (data.calib_size)")
+    return [(calib[0][i : i + batch_size], calib[1][i : i + batch_size]) for i in range(0, need, batch_size)]
+
+
+def result_rows(plans: Sequence[Plan], seeds: Sequence[int], results: Sequence[FinetuneResult]) -> list[dict]:
+    """One row per (plan, seed) in the order :func:`finetune_jobs` got them (plans outer, seeds inner):
+    the input of :func:`claim` plus the variant's name stem."""
+    pairs = [(p, s) for p in plans for s in seeds]
+    return [{"plan": p.name, "method": p.method, "budget": p.alloc.budget_avg_bits, "avg_bits": p.alloc.avg_bits, "seed": s,
+             "bits": list(p.alloc.bits), "objective": p.alloc.objective, "ptq_val_acc": r.ptq_val_acc,
+             "val_acc": r.val_acc, "val_loss": r.val_loss, "cpu_seconds": round(r.cpu_seconds, 1)}
+            for (p, s), r in zip(pairs, results)]
+
+
+def allocation_file(plans: Sequence[Plan], blocks: Sequence[Block], allocator: str) -> dict:
+    """The allocations of ``allocator`` per layer, for the search stage to enqueue."""
+    return {"allocations": [{"name": p.name, "budget": p.alloc.budget_avg_bits, "avg_bits": p.alloc.avg_bits,
+                             "weight_bits": layer_bits(blocks, p.alloc.bits)} for p in plans if p.method == allocator]}
+
+
 # --------------------------------------------------------------------------- landscape
 @torch.no_grad()
 def loss_landscape(model: nn.Module, block: Block, direction: torch.Tensor, batches, radius: float, points: int) -> tuple[np.ndarray, np.ndarray]:

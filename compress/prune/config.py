@@ -41,6 +41,8 @@ class PruneVariant(Section):
     norm: Literal["l1", "l2"] = Field("l1", description="structured: the unit score")
     l1_lambda: float = Field(0.0, ge=0, description=">0: train with loss + lambda*||w||_1 before pruning")
     grad_batches: int = Field(8, ge=1, description="gradient method: batches averaged for the saliency")
+    retrain: FitConfig | None = Field(None, description="retraining after each unstructured round (a FitConfig block; null: "
+                                                         "prune.finetune)")
 
     _s = field_validator("sparsity")(classmethod(lambda cls, v: _sparsity(v)))
 
@@ -66,25 +68,15 @@ class PruneVariant(Section):
         return self
 
 
-def _default_variants() -> dict[str, PruneVariant]:
-    return {
-        "mag-layer-80": PruneVariant(method="magnitude", scope="layer", sparsity=0.8),
-        "mag-global-90": PruneVariant(method="magnitude", scope="global", sparsity=0.9),
-        "mag-global-95-3r": PruneVariant(method="magnitude", scope="global", sparsity=0.95, rounds=3),
-        "grad-global-90": PruneVariant(method="gradient", scope="global", sparsity=0.9),
-        "l1-mag-global-90": PruneVariant(method="magnitude", scope="global", sparsity=0.9, l1_lambda=1e-4),
-        "struct-l1-50": PruneVariant(method="structured", sparsity=0.5, norm="l1"),
-    }
-
-
 class PruneConfig(Section):
     storage: Literal["auto", "bitmask", "csr"] = Field("auto", description="sparse layout per tensor: auto (the smaller of "
                                                                           "bitmask / CSR) | bitmask | csr")
-    threads: int | None = Field(1, ge=1, description="torch threads while training (null: all cores)")
     finetune: FitConfig = Field(default_factory=FitConfig, description="training after every pruning round and for the L1 "
                                                                         "phase (a FitConfig block; max_iterations caps each phase)")
-    variants: dict[str, PruneVariant] = Field(default_factory=_default_variants,
-                                              description="key -> variants/prune/prune-<key>/ (see PruneVariant)")
+    variants: dict[str, PruneVariant] = Field(default_factory=dict, description="key -> variants/prune/prune-<key>/: "
+                                              "{method, scope, criterion, sparsity, k, tau, rounds, layers, norm, l1_lambda, "
+                                              "grad_batches, retrain}")
+    workers: int = Field(2, ge=1, description="variants run in this many processes (1 torch thread each)")
 
     @field_validator("variants")
     @classmethod

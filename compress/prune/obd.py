@@ -251,7 +251,8 @@ def iterative_prune(model: nn.Module, train, val, calib_batches: Batches, loss_b
         alive = int(sum(int(keep[n].sum()) for n in layers))
         n_remove = int(round(cfg.prune_fraction * alive))
         # 1. saliencies (OBD) at the current weights, or magnitudes
-        d = hessian_diagonal(model, calib_batches, cfg.diag, cfg.hessian.samples, seed=seed * 100 + r)
+        d = hessian_diagonal(model, calib_batches, cfg.diag, cfg.hessian.samples, seed=seed * 100 + r,
+                             negative=getattr(cfg, "negative", "posterior"))
         sal = saliency(model, d.diag)
         scores = sal if scorer == "obd" else magnitude_scores(model, layers)
         # 2. delete the lowest-scoring weights; measure the actual loss increase
@@ -298,10 +299,32 @@ def iterative_prune_jobs(model: nn.Module, train, val, calib_batches: Batches, l
     return dict(zip(scorers, out))
 
 
+def one_shot(model: nn.Module, calib_batches: Batches, loss_batches: Batches, cfg, *, seed: int) -> dict:
+    """LeCun et al.'s Fig. 1-2 from the trained ``model``: saliencies from ``cfg.diag`` (and, with
+    ``cfg.compare_hutchinson``, the Hutchinson diagonal as given and as ``cfg.negative`` corrects it),
+    then the training loss after deleting the lowest-scoring weights, against magnitude. Returns
+    {"diag" (DiagResult), "curve" (rows), "negative_raw" ({estimator: count}), "total", "wins", "points"}."""
+    d = hessian_diagonal(model, calib_batches, cfg.diag, cfg.hessian.samples, seed=seed, negative=cfg.negative)
+    sal = saliency(model, d.diag)
+    total = sum(t.numel() for t in sal.values())
+    extra, neg = {}, {cfg.diag: d.negative_raw}
+    if cfg.compare_hutchinson and cfg.diag != "hutchinson":
+        dh = hessian_diagonal(model, calib_batches, "hutchinson", cfg.hessian.samples, seed=seed, negative="keep")
+        extra["obd-hutchinson-raw"] = saliency(model, dh.diag)
+        neg["hutchinson"] = dh.negative_raw
+        if cfg.negative != "keep":
+            dp = hessian_diagonal(model, calib_batches, "hutchinson", cfg.hessian.samples, seed=seed, negative=cfg.negative)
+            extra[f"obd-hutchinson-{cfg.negative}"] = saliency(model, dp.diag)
+    curve = one_shot_curve(model, sal, d.grad, curve_counts(total, cfg.curve_points, cfg.curve_max_fraction), loss_batches, extra)
+    loss = {m: {r["removed"]: r["train_loss"] for r in curve if r["method"] == m} for m in ("obd", "magnitude")}
+    wins = sum(loss["obd"][k] <= loss["magnitude"][k] for k in loss["obd"] if k > 0)
+    return {"diag": d, "curve": curve, "negative_raw": neg, "total": total, "wins": wins, "points": len(loss["obd"]) - 1}
+
+
 def curve_counts(total: int, points: int, max_fraction: float) -> list[int]:
     """Evenly spaced numbers of deleted weights from 0 to ``max_fraction``·total."""
     return [int(round(v)) for v in np.linspace(0, max_fraction * total, points)]
 
 
-__all__ = ["hessian_diagonal", "nonnegative_diagonal", "diag_description", "round_notes", "NEGATIVE", "saliency", "magnitude_scores", "lowest_masks", "one_shot_curve", "iterative_prune", "iterative_prune_jobs",
+__all__ = ["one_shot", "hessian_diagonal", "nonnegative_diagonal", "diag_description", "round_notes", "NEGATIVE", "saliency", "magnitude_scores", "lowest_masks", "one_shot_curve", "iterative_prune", "iterative_prune_jobs",
            "mean_loss", "curve_counts", "DiagResult", "RoundResult"]

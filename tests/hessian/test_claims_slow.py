@@ -30,7 +30,8 @@ def lenet5(mnist_root):
 
 @pytest.mark.slow
 def test_iterative_magnitude_pruning_keeps_lenet5_within_0p3pp_at_90pct(lenet5):
-    from compress.prune.config import FinetuneConfig, PruneVariant
+    from compress.config import FitConfig as FinetuneConfig
+    from compress.prune.config import PruneVariant
     from compress.prune.sparse_io import load_sparse, save_sparse
     from compress.prune.variant import drop_claim, prune_variant
     from compress.runtimes import model_from_spec
@@ -51,7 +52,7 @@ def test_iterative_magnitude_pruning_keeps_lenet5_within_0p3pp_at_90pct(lenet5):
 @pytest.mark.slow
 def test_hawq_sensitivity_beats_uniform_and_is_within_1pp_at_2p5_bits(lenet5):
     from compress.hessian import hawq
-    from compress.hessian.config import FinetuneConfig
+    from compress.config import FitConfig as FinetuneConfig
     from compress.quant.observers import calibrate
 
     model, split = lenet5

@@ -127,7 +127,7 @@ def test_table_vi_and_report_say_whether_bits_follow_the_s_order():
 
 
 def test_finetune_jobs_are_identical_inline_and_in_worker_processes(tiny):
-    from compress.hessian.config import FinetuneConfig
+    from compress.config import FitConfig as FinetuneConfig
 
     model, batches = tiny
     blocks = hawq.resolve_blocks(model, "layer")

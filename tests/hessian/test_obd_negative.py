@@ -70,7 +70,8 @@ def test_notes_name_the_estimator_used(relu, method, samples, phrase):
 
 
 def test_iterative_prune_jobs_in_processes_equal_the_serial_loops(relu):
-    from compress.hessian.config import FinetuneConfig, ObdConfig, ProbeConfig
+    from compress.config import FitConfig as FinetuneConfig
+    from compress.hessian.config import ObdConfig, ProbeConfig
 
     model, batches = relu
     cfg = ObdConfig(hessian=ProbeConfig(samples=3), rounds=2, prune_fraction=0.5,

@@ -70,15 +70,19 @@ def test_hawq_and_obd_stages_end_to_end(workdir, monkeypatch):
     _run(monkeypatch, "obd", params)
     found = {m.variant: m for _, m in discover("variants")}
     hawq = [v for v in found if v.startswith("hawq-")]
-    assert len(hawq) == 2 * (2 + 2)  # (budgets + uniform widths) x seeds
+    assert len(hawq) == 2 * (2 * 2 + 2)  # (allocators x budgets + uniform widths) x seeds
     assert all(found[v].deploy.runtime == "packed" and found[v].sim.runtime == "quant-sim" for v in hawq)
     assert sorted(v for v in found if v.startswith("obd-")) == ["obd-r1-sp50", "obd-r2-sp75"]
     metrics = json.loads((workdir / "metrics" / "hawq.json").read_text())
-    assert [c["budget_avg_bits"] for c in metrics["claim"]] == [2.5, 3.0] and metrics["hessian_hvps"] > 0
+    comps = metrics["claim"]["comparisons"]
+    assert [(c["allocator"], c["budget_avg_bits"]) for c in comps] == [("sensitivity", 2.5), ("sensitivity", 3.0),
+                                                                         ("ilp", 2.5), ("ilp", 3.0)]
+    assert metrics["hessian_hvps"] > 0 and set(metrics["claim"]["holds"]) >= {"sensitivity_vs_uniform"}
     alloc = json.loads((workdir / "hawq" / "allocation.json").read_text())["allocations"]
     assert all(set(a["weight_bits"]) == {"conv1", "conv2", "fc1", "fc2", "fc3"} and a["avg_bits"] <= a["budget"] for a in alloc)
     for f in ("table_vi.md", "table_vi.csv", "eigenvalues.png", "landscape.png", "hawq_vs_uniform.png"):
         assert (workdir / "reports" / "hawq" / f).stat().st_size > 0
     assert (workdir / "reports" / "obd" / "obd_figure.png").stat().st_size > 0
     curve = (workdir / "plots" / "obd" / "curve.csv").read_text().splitlines()
-    assert curve[0].startswith("method,removed,train_loss") and len(curve) == 1 + 3 * 3  # obd, magnitude, obd-hutchinson
+    # obd, magnitude, the raw Hutchinson diagonal and the same with negative estimates corrected (obd.negative)
+    assert curve[0].startswith("method,removed,train_loss") and len(curve) == 1 + 4 * 3

@@ -1,5 +1,8 @@
-"""Figures of the Hessian family (matplotlib, Agg backend): HAWQ's λ bar chart, 1-D loss
-landscapes and HAWQ-vs-uniform accuracy; the OBD figure (LeCun et al. Fig. 1 and 2)."""
+"""The method stages' figures and report files (matplotlib, Agg backend); the cross-method figures (Pareto
+fronts, dashboards) are in :mod:`dashboards.figures`. The ``compress`` library draws nothing.
+
+HAWQ: λ bar chart, 1-D loss landscapes, mixed-vs-uniform accuracy and the report folder; OBD: LeCun et
+al.'s Fig. 1 and 2."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -83,8 +86,11 @@ def obd_figure(curve: Sequence[dict], rounds: dict[str, Sequence[dict]], path: s
     """(a) training loss vs number of deleted weights: OBD vs magnitude, one-shot (no retraining)
     and iterative with retraining; (b) predicted (Σ saliencies) vs actual loss increase."""
     plt = _plt()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for method, style in (("obd", "-"), ("magnitude", "--"), ("obd-hutchinson", ":"), ("obd-hutchinson-raw", "-.")):
+    styles = {"obd": "-", "magnitude": "--", "obd-hutchinson-raw": "-."}
+    for method in dict.fromkeys(r["method"] for r in curve):
+        style = styles.get(method, ":")
         pts = [r for r in curve if r["method"] == method]
         if not pts:
             continue
@@ -117,3 +123,23 @@ def obd_figure(curve: Sequence[dict], rounds: dict[str, Sequence[dict]], path: s
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def hawq_report(folder: str | Path, title: str, stats, plans, claim: dict, rows: Sequence[dict], results, curves: dict,
+                act_bits: int | None, objective: str, finetune: str) -> list[dict]:
+    """reports/hawq: table_vi.md (S order, each allocation, the claim), table_vi.csv, finetune.csv and the three
+    figures. Returns Table VI's rows."""
+    from compress.hessian import hawq
+    from stages.common import write_csv
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "table_vi.md").write_text(hawq.report_markdown(title, stats, plans, claim, act_bits, objective, finetune))
+    table = hawq.table_vi(stats, {f"{p.method}@{p.alloc.budget_avg_bits:g}": p.alloc.bits for p in plans if p.method != "uniform"},
+                          act_bits, objective)
+    write_csv(folder / "table_vi.csv", table)
+    write_csv(folder / "finetune.csv", [{"variant": r["plan"], "seed": r["seed"], **x} for r, res in zip(rows, results) for x in res.rows])
+    eigen_bar([s.name for s in stats], [s.eigenvalue for s in stats], [s.trace / s.params for s in stats], folder / "eigenvalues.png")
+    landscapes(curves, {s.name: s.eigenvalue for s in stats}, folder / "landscape.png")
+    hawq_vs_uniform(rows, folder / "hawq_vs_uniform.png")
+    return table
