@@ -21,7 +21,7 @@ import yaml
 from compress.checkpoint import save_state_dict
 from compress.config import EvaluateConfig
 from compress.evaluate import COLUMNS, evaluate_all
-from compress.models import build_model, count_params, prunable_layers
+from compress.models import build_model, prunable_layers
 from compress.runtimes import load_predictor
 from compress.variants import ArtifactError, Form, Manifest, model_spec, read_manifest, scan, write_variant
 
@@ -119,9 +119,9 @@ def _monarch(fmt: str):
         m = monarchize(base, shapes)
         if fmt == "packed":
             save_quantized(m, folder / "model.packed", 8)
-            return Form("monarch-eager", ["model.packed"], shapes_to_options(shapes, "packed", 8)), "model.packed", "monarch"
+            return Form("structured-eager", ["model.packed"], shapes_to_options("monarch", shapes, "packed", 8)), "model.packed", "structured"
         save_state_dict(m, folder / "model.safetensors")
-        return Form("monarch-eager", ["model.safetensors"], shapes_to_options(shapes, "fp32")), "model.safetensors", "monarch"
+        return Form("structured-eager", ["model.safetensors"], shapes_to_options("monarch", shapes, "fp32")), "model.safetensors", "structured"
 
     return write
 

@@ -107,7 +107,7 @@ def test_every_key_is_documented_once():
 def test_fit_is_inherited_by_every_training_block():
     P = validate_params({"fit": {"batch_size": 64}, "hawq": {"finetune": {"lr": 1e-4}}})
     assert P.hawq.finetune.batch_size == 64 and P.hawq.finetune.lr == 1e-4
-    assert P.train.batch_size == 64 and P.obd.retrain.batch_size == 64 and P.monarch.reference.batch_size == 64
+    assert P.train.batch_size == 64 and P.obd.retrain.batch_size == 64 and P.structured.reference.batch_size == 64
     assert validate_params({"fit": {"batch_size": 64}, "train": {"batch_size": 32}}).train.batch_size == 32
 
 

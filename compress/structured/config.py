@@ -1,4 +1,4 @@
-"""params.yaml section ``monarch`` (stage ``monarch``)."""
+"""params.yaml section ``structured`` (stage ``structured``): a structured-matrix replacement of Linear layers."""
 from __future__ import annotations
 
 from typing import Literal
@@ -11,27 +11,40 @@ from compress.config import FitConfig, Section
 REFERENCE_MODELS: dict[str, tuple[str, dict]] = {
     "mlp1024": ("mlp", {"hidden": [1024, 1024]}),  # the paper-style 784-1024-1024-10 MLP
     "lenet300": ("lenet300", {}),
-    "lenet5": ("lenet5", {}),  # its classifier fc1/fc2 become Monarch
+    "lenet5": ("lenet5", {}),  # its classifier fc1/fc2 become structured
 }
 
 
 
 
-class MonarchConfig(Section):
+class StructuredConfig(Section):
+    """Structured matrices (Monarch: Dao et al. 2022): project a trained dense model's Linear layers, fine-tune,
+    quantize the factors."""
+
+    structure: str = Field("monarch", description="a structure of compress.structured.base.STRUCTURE_MODULES: monarch")
     model: Literal["mlp1024", "lenet300", "lenet5", "baseline"] = Field(
         "mlp1024", description="mlp1024 (784-1024-1024-10) | lenet300 | lenet5 | baseline (models/baseline as is); a named "
-                               "model other than the baseline's architecture is trained here first (monarch.reference)")
+                               "model other than the baseline's architecture is trained here first (structured.reference)")
     layers: list[str] | str = Field("hidden", description="'hidden' = every Linear but the classifier output, or a list of "
                                                           "Linear layer names, e.g. [net.1, net.3]")
     nblocks: int | str = Field("sqrt", description="blocks per side: 'sqrt' = the divisor nearest sqrt(n) (the paper's m), or "
                                                    "an int dividing both sizes")
     rank: int = Field(1, ge=1, description="rank of each (input block, output block) slice; 1 = Monarch as in the paper")
     reference: FitConfig = Field(default_factory=FitConfig, description="training of the dense reference (a FitConfig block; "
-                                                                         "only when the baseline is not monarch.model)")
+                                                                         "only when the baseline is not structured.model)")
     finetune: FitConfig = Field(default_factory=FitConfig, description="fine-tuning of the projected model, all parameters "
                                                                         "(a FitConfig block)")
-    quant_bits: int | None = Field(8, ge=2, le=8, description="also write monarch-finetuned-int<bits>: per-channel integer "
+    quant_bits: int | None = Field(8, ge=2, le=8, description="also write <structure>-finetuned-int<bits>: per-channel integer "
                                                                "factors; null: skip")
+
+    @field_validator("structure")
+    @classmethod
+    def _structure(cls, v: str) -> str:
+        from compress.structured.base import STRUCTURE_MODULES  # the registry is the only source of names
+
+        if v not in STRUCTURE_MODULES:
+            raise ValueError(f"unknown structure {v!r}; allowed: {', '.join(STRUCTURE_MODULES)}")
+        return v
 
     @field_validator("nblocks", mode="before")
     @classmethod
@@ -51,4 +64,4 @@ class MonarchConfig(Section):
             raise ValueError("allowed: 'hidden' or a non-empty list of distinct Linear layer names (e.g. ['net.1', 'net.3'])")
         return v
 
-SECTIONS = {"monarch": MonarchConfig}
+SECTIONS = {"structured": StructuredConfig}

@@ -1,4 +1,4 @@
-"""Write Monarch models as variants (see compress/variants.py) and summarise their compression."""
+"""Write structured models as variants (see compress/variants.py) and summarise their compression."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,8 @@ import torch.nn as nn
 
 from compress.checkpoint import save_state_dict
 from compress.models import count_params
+from compress.structured.base import replaced_params, structured_layers  # noqa: F401  (replaced_params: re-exported)
 from compress.structured.quantize import save_quantized, stored_weight_bits
-from compress.structured.monarch import MonarchShape, monarch_layers
 from compress.structured.runtime import shapes_to_options
 from compress.variants import Form, Manifest, write_variant
 
@@ -19,32 +19,25 @@ def spec_matches(spec: dict, name: str, kwargs: dict) -> bool:
     return spec.get("name") == name and other == {k: v for k, v in kwargs.items() if k != "init"}
 
 
-def replaced_params(dense: nn.Module, shapes: dict[str, MonarchShape]) -> dict:
-    """Weights of the replaced layers, dense vs Monarch (biases are kept as they are and excluded)."""
-    n_dense = sum(dense.get_submodule(n).weight.numel() for n in shapes)
-    n_monarch = sum(s.num_weights for s in shapes.values())
-    return {"dense": n_dense, "monarch": n_monarch, "ratio": n_dense / n_monarch}
-
-
-def write_monarch_variant(folder: str | Path, *, variant: str, model: nn.Module, base_spec: dict,
-                          shapes: dict[str, MonarchShape], bits: int | None, dataset: str, seed: int, notes: str,
-                          extra: dict | None = None, stage: str = "monarch") -> Manifest:
-    """Save ``model`` (a monarchized ``base_spec`` model) as fp32 (``bits`` None) or with ``bits``-bit
-    packed factors, and write its manifest."""
+def write_structured_variant(folder: str | Path, *, variant: str, kind: str, model: nn.Module, base_spec: dict, shapes: dict,
+                             bits: int | None, dataset: str, seed: int, notes: str, extra: dict | None = None,
+                             stage: str = "structured") -> Manifest:
+    """Save ``model`` (``base_spec`` with ``shapes`` replaced by structure ``kind``) as fp32 (``bits`` None) or with
+    ``bits``-bit packed factors, and write its manifest."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if set(monarch_layers(model)) != set(shapes):
-        raise ValueError(f"variant {variant}: model's Monarch layers {sorted(monarch_layers(model))} != {sorted(shapes)}")
+    if set(structured_layers(model)) != set(shapes):
+        raise ValueError(f"variant {variant}: model's structured layers {sorted(structured_layers(model))} != {sorted(shapes)}")
     if bits is not None:
-        fname, fmt, method = f"model.int{bits}.packed", "packed", f"monarch+int{bits}"
+        fname, fmt, method = f"model.int{bits}.packed", "packed", f"{kind}+int{bits}"
         save_quantized(model, folder / fname, bits)
         avg_bits = stored_weight_bits(model, bits)
     else:
-        fname, fmt, method, avg_bits = "model.safetensors", "fp32", "monarch", 32.0
+        fname, fmt, method, avg_bits = "model.safetensors", "fp32", kind, 32.0
         save_state_dict(model, folder / fname)
     man = Manifest(variant=variant, stage=stage, method=method, model=base_spec, dataset=dataset, seed=seed,
                    avg_weight_bits=round(avg_bits, 4), act_bits=None, sparsity=0.0, params=count_params(model, nonzero=True),
-                   deploy=Form(runtime="monarch-eager", files=[fname], options=shapes_to_options(shapes, fmt, bits)),
+                   deploy=Form(runtime="structured-eager", files=[fname], options=shapes_to_options(kind, shapes, fmt, bits)),
                    notes=notes, extra=dict(extra or {}))
     write_variant(folder, man)
     return man

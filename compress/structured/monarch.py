@@ -29,12 +29,13 @@ rank <= r, and the Frobenius-nearest one is the per-slice truncated SVD (Eckart-
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
+
+from compress.structured.base import StructuredLinear
 
 
 def transpose_permutation(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -107,9 +108,12 @@ def _contiguous(g: torch.Tensor) -> torch.Tensor:
     return g.contiguous()
 
 
-class MonarchLinear(nn.Module):
+class MonarchLinear(StructuredLinear):
     """y = M x + b with M = P L P^T R (module docstring): two batched matmuls, permutations by
     reshape/permute; M is never materialised.  Parameters ``w1`` (R) and ``w2`` (L)."""
+
+    kind = "monarch"
+    factor_names = ("w1", "w2")
 
     def __init__(self, shape: MonarchShape, bias: bool = True):
         super().__init__()
@@ -156,6 +160,43 @@ class MonarchLinear(nn.Module):
         s = self.shape
         return (f"in_features={s.in_features}, out_features={s.out_features}, nblocks_in={s.nblocks_in}, "
                 f"nblocks_out={s.nblocks_out}, rank={s.rank}, bias={self.bias is not None}")
+
+    @classmethod
+    def plan(cls, linear: nn.Linear, *, nblocks: int | str, rank: int, name: str,
+             keys: tuple[str, str, str] = ("monarch.layers", "monarch.nblocks", "monarch.rank")) -> MonarchShape:
+        """The shape for ``linear``: ``nblocks`` per side ('sqrt': the divisor nearest sqrt(n) on each side)."""
+        _, nk, rk = keys
+        m = linear
+        if nblocks == "sqrt":
+            shape = sqrt_shape(m.in_features, m.out_features, rank)
+        else:
+            nb = int(nblocks)
+            if nb < 1 or m.in_features % nb or m.out_features % nb:
+                common = [d for d in divisors(m.in_features) if m.out_features % d == 0]
+                raise ValueError(f"{nk} = {nblocks!r} does not fit layer {name} ({m.in_features} -> {m.out_features}): "
+                                 f"it must divide both sizes; allowed: {common} or 'sqrt'")
+            shape = MonarchShape(m.in_features, m.out_features, nb, nb, rank)
+        if shape.num_weights >= m.in_features * m.out_features:
+            raise ValueError(f"{rk} = {rank} with {nk} = {nblocks!r} gives layer {name} ({m.in_features} -> {m.out_features}) "
+                             f"{shape.num_weights} Monarch weights, not fewer than its {m.in_features * m.out_features} dense ones; "
+                             "lower the rank or change the block count")
+        return shape
+
+    @classmethod
+    def shape_from_dict(cls, d: dict) -> MonarchShape:
+        return MonarchShape(**d)
+
+    @classmethod
+    def empty(cls, shape: MonarchShape, bias: bool = True) -> "MonarchLinear":
+        return cls(shape, bias=bias)
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, shape: MonarchShape) -> "MonarchLinear":
+        return cls.from_linear(linear, shape)
+
+    def to_dense(self) -> torch.Tensor:
+        """M (n_out, n_in) from the factors, by (*) of the module docstring."""
+        return monarch_to_dense(self.w1, self.w2, self.shape)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, shape: MonarchShape) -> "MonarchLinear":
@@ -224,72 +265,24 @@ def projection_error(weight: torch.Tensor, shape: MonarchShape) -> float:
     return float((monarch_to_dense(w1.double(), w2.double(), shape) - d).norm() / d.norm().clamp_min(1e-300))
 
 
-# --------------------------------------------------------------------------- model surgery
-def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-
-
-def resolve_layers(model: nn.Module, layers: list[str] | str, key: str = "monarch.layers") -> list[str]:
-    """Names of the Linear layers to replace: ``"hidden"`` = every Linear but the last (the classifier
-    output), or an explicit list.  Unknown or non-Linear names -> one-line ValueError naming ``key``."""
-    lin = linear_layers(model)
-    if isinstance(layers, str):
-        if layers != "hidden":
-            raise ValueError(f"{key} = {layers!r} is invalid; allowed: 'hidden' or a list of Linear layer names {sorted(lin)}")
-        names = list(lin)[:-1]
-        if not names:
-            raise ValueError(f"{key} = 'hidden' selects nothing: {type(model).__name__} has only one Linear layer")
-        return names
-    if not layers:
-        raise ValueError(f"{key} = [] is invalid; name at least one Linear layer: {sorted(lin)}")
-    for n in layers:
-        if n not in lin:
-            raise ValueError(f"{key} = {list(layers)!r}: {n!r} is not a Linear layer of {type(model).__name__}; allowed: {sorted(lin)}")
-    return list(layers)
+# --------------------------------------------------------------------------- model surgery (Monarch names of the generic ones)
+STRUCTURE = MonarchLinear  # compress.structured.base.STRUCTURE_MODULES["monarch"]
 
 
 def plan(model: nn.Module, layers: list[str] | str, nblocks: int | str = "sqrt", rank: int = 1,
          keys: tuple[str, str, str] = ("monarch.layers", "monarch.nblocks", "monarch.rank")) -> dict[str, MonarchShape]:
     """{layer name: MonarchShape}; every misfit is a one-line ValueError naming the params key."""
-    lk, nk, rk = keys
-    lin = linear_layers(model)
-    out: dict[str, MonarchShape] = {}
-    for name in resolve_layers(model, layers, lk):
-        m = lin[name]
-        if nblocks == "sqrt":
-            shape = sqrt_shape(m.in_features, m.out_features, rank)
-        else:
-            nb = int(nblocks)
-            if nb < 1 or m.in_features % nb or m.out_features % nb:
-                common = [d for d in divisors(m.in_features) if m.out_features % d == 0]
-                raise ValueError(f"{nk} = {nblocks!r} does not fit layer {name} ({m.in_features} -> {m.out_features}): "
-                                 f"it must divide both sizes; allowed: {common} or 'sqrt'")
-            shape = MonarchShape(m.in_features, m.out_features, nb, nb, rank)
-        if shape.num_weights >= m.in_features * m.out_features:
-            raise ValueError(f"{rk} = {rank} with {nk} = {nblocks!r} gives layer {name} ({m.in_features} -> {m.out_features}) "
-                             f"{shape.num_weights} Monarch weights, not fewer than its {m.in_features * m.out_features} dense ones; "
-                             "lower the rank or change the block count")
-        out[name] = shape
-    return out
+    from compress.structured import base
 
-
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
+    return base.plan(model, "monarch", layers, nblocks, rank, keys)
 
 
 def monarchize(model: nn.Module, shapes: dict[str, MonarchShape], project_weights: bool = True) -> nn.Module:
     """A deep copy of ``model`` with each named Linear replaced by a MonarchLinear: its optimal
     projection (``project_weights``) or an uninitialised layer of that shape (to load a state into)."""
-    model = copy.deepcopy(model)
-    for name, shape in shapes.items():
-        lin = model.get_submodule(name)
-        if not isinstance(lin, nn.Linear):
-            raise ValueError(f"{name} is {type(lin).__name__}, not Linear")
-        new = MonarchLinear.from_linear(lin, shape) if project_weights else MonarchLinear(shape, bias=lin.bias is not None)
-        _set_module(model, name, new)
-    return model
+    from compress.structured import base
+
+    return base.structurize(model, "monarch", shapes, project_weights)
 
 
 def monarch_layers(model: nn.Module) -> dict[str, MonarchLinear]:

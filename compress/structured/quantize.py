@@ -1,6 +1,6 @@
-"""Integer storage of Monarch factors through the shared quantization API (compress.quant).
+"""Integer storage of structured-layer factors through the shared quantization API (compress.quant).
 
-Every row of every block of w1 (k, j*r, i) and w2 (j, l, k*r) is one output channel: the factor is
+Every row of every block of a factor (Monarch: w1 (k, j*r, i) and w2 (j, l, k*r)) is one output channel: the factor is
 viewed as (blocks * rows, cols) and quantized with ``compress.quant.fakequant.weight_spec(bits)``
 (signed, symmetric, per channel, round-to-nearest: the lecture's affine map with z = 0,
 s = q_max / max|w_row|).  The artifact is ``compress.quant.packing.save_packed``: bit-packed codes +
@@ -16,10 +16,11 @@ import torch.nn as nn
 
 from compress.quant.fakequant import QuantSpec, quantize_weight, weight_spec
 from compress.quant.packing import QTensor, load_packed, save_packed
-from compress.structured.monarch import monarch_layers
+from compress.structured.base import structured_layers
 from compress.variants import ArtifactError
 
-FORMAT = "monarch-packed-v1"
+FORMAT = "structured-packed-v1"
+FORMATS_READ = (FORMAT, "monarch-packed-v1")  # the earlier name of the same layout
 
 
 def factor_spec(bits: int) -> QuantSpec:
@@ -39,11 +40,11 @@ def roundtrip(w: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def factor_names(model: nn.Module) -> list[str]:
-    return [f"{n}.{p}" for n in monarch_layers(model) for p in ("w1", "w2")]
+    return [f"{n}.{p}" for n, m in structured_layers(model).items() for p in m.factor_names]
 
 
 def fake_quantized(model: nn.Module, bits: int) -> nn.Module:
-    """In place: replace every Monarch factor by its quantization round trip."""
+    """In place: replace every structured factor by its quantization round trip."""
     with torch.no_grad():
         for name in factor_names(model):
             p = model.get_parameter(name)
@@ -58,10 +59,10 @@ def save_quantized(model: nn.Module, path: str | Path, bits: int) -> Path:
 
 
 def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
-    """Dequantize the stored factors into ``model`` (a Monarch model of the same structure)."""
+    """Dequantize the stored factors into ``model`` (a structured model of the same structure)."""
     qts, floats, meta = load_packed(path)
-    if meta.get("format") != FORMAT:
-        raise ArtifactError(path, f"is not a packed Monarch state (format {meta.get('format')!r})")
+    if meta.get("format") not in FORMATS_READ:
+        raise ArtifactError(path, f"is not a packed structured state (format {meta.get('format')!r})")
     own = model.state_dict()
     state = dict(floats)
     for name in factor_names(model):

@@ -1,16 +1,16 @@
-"""Runtime for Monarch variants: ``monarch-eager``.
+"""Runtime for structured-layer variants: ``structured-eager``.
 
-The manifest's ``model`` spec is the dense architecture the Monarch model was projected from;
-``form.options`` says which Linear layers are Monarch and their block structure, and the
+The manifest's ``model`` spec is the dense architecture the structured model was projected from;
+``form.options`` says which structure, which Linear layers it replaced with which shapes, and the
 storage format of ``files[0]``:
 
-    {"layers": {"net.1": {"in_features": 784, "out_features": 1024, "nblocks_in": 28,
-                          "nblocks_out": 32, "rank": 1}, ...},
-     "format": "fp32" | "packed"}
+    {"structure": "monarch",
+     "layers": {"net.1": {"in_features": 784, "out_features": 1024, "nblocks_in": 28, "nblocks_out": 32, "rank": 1}, ...},
+     "format": "fp32" | "packed", "bits": 8}
 
-fp32: a safetensors state dict of the Monarch model.  packed: per-channel integer factors
-(compress.structured.quantize, via compress.quant.packing), dequantized to fp32 at load;
-inference runs in fp32 eager PyTorch.
+fp32: a safetensors state dict of the structured model.  packed: per-channel integer factors
+(compress.structured.quantize, via compress.quant.packing), dequantized to fp32 at load; inference runs
+in fp32 eager PyTorch (the deploy package builds faster graphs from the same model).
 """
 from __future__ import annotations
 
@@ -19,35 +19,39 @@ from pathlib import Path
 import torch.nn as nn
 
 from compress.checkpoint import load_into
-from compress.runtimes import ModulePredictor, Predictor, model_from_spec, register_runtime
+from compress.models import model_from_spec
+from compress.runtimes import ModulePredictor, Predictor, register_runtime
+from compress.structured.base import structure, structurize
 from compress.structured.quantize import load_quantized
-from compress.structured.monarch import MonarchShape, monarchize
 from compress.variants import Form, Manifest
 
-FORMATS = ("fp32", "packed")
+STORAGE = ("fp32", "packed")  # how the factors are stored in files[0]
 
 
-def shapes_from_options(options: dict) -> dict[str, MonarchShape]:
+def shapes_from_options(options: dict) -> dict:
+    kind = options.get("structure", "monarch")
     try:
-        return {name: MonarchShape(**d) for name, d in options["layers"].items()}
+        cls = structure(kind, key="form.options.structure")
+        return {name: cls.shape_from_dict(d) for name, d in options["layers"].items()}
     except (KeyError, TypeError) as e:
-        raise ValueError(f"monarch-eager: form.options must hold 'layers' {{name: MonarchShape fields}} ({e})") from None
+        raise ValueError(f"structured-eager: form.options must hold 'layers' {{name: shape fields}} ({e})") from None
 
 
-def shapes_to_options(shapes: dict[str, MonarchShape], fmt: str, bits: int | None = None) -> dict:
-    if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r} unknown; allowed: {FORMATS}")
-    opts = {"layers": {n: s.as_dict() for n, s in shapes.items()}, "format": fmt}
+def shapes_to_options(kind: str, shapes: dict, fmt: str, bits: int | None = None) -> dict:
+    if fmt not in STORAGE:
+        raise ValueError(f"storage {fmt!r} unknown; allowed: {STORAGE}")
+    opts = {"structure": kind, "layers": {n: s.as_dict() for n, s in shapes.items()}, "format": fmt}
     if fmt == "packed":
         opts["bits"] = int(bits)
     return opts
 
 
-def load_monarch_model(folder: Path, manifest: Manifest, form: Form) -> nn.Module:
+def load_structured_model(folder: Path, manifest: Manifest, form: Form) -> nn.Module:
     fmt = form.options.get("format", "fp32")
-    if fmt not in FORMATS:
-        raise ValueError(f"{folder}: monarch-eager format {fmt!r} unknown; allowed: {FORMATS}")
-    model = monarchize(model_from_spec(manifest.model), shapes_from_options(form.options), project_weights=False)
+    if fmt not in STORAGE:
+        raise ValueError(f"{folder}: structured-eager storage {fmt!r} unknown; allowed: {STORAGE}")
+    model = structurize(model_from_spec(manifest.model), form.options.get("structure", "monarch"),
+                        shapes_from_options(form.options), project_weights=False)
     path = Path(folder) / form.files[0]
     if fmt == "packed":
         load_quantized(model, path)
@@ -56,10 +60,10 @@ def load_monarch_model(folder: Path, manifest: Manifest, form: Form) -> nn.Modul
     return model.eval()
 
 
-@register_runtime("monarch-eager")
-def _monarch_eager(folder: Path, manifest: Manifest, form: Form) -> Predictor:
-    fmt = form.options.get("format", "fp32")
-    desc = "PyTorch eager, Monarch (2 bmm), fp32"
-    if fmt == "packed":
-        desc = f"PyTorch eager, Monarch (2 bmm), int{form.options.get('bits', '?')} factors stored, fp32 compute"
-    return ModulePredictor(load_monarch_model(folder, manifest, form), desc)
+@register_runtime("structured-eager")
+def _structured_eager(folder: Path, manifest: Manifest, form: Form) -> Predictor:
+    kind = form.options.get("structure", "monarch")
+    desc = f"PyTorch eager, {kind} layers, fp32"
+    if form.options.get("format") == "packed":
+        desc = f"PyTorch eager, {kind} layers, int{form.options.get('bits', '?')} factors stored, fp32 compute"
+    return ModulePredictor(load_structured_model(folder, manifest, form), desc)

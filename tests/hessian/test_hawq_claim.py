@@ -1,5 +1,4 @@
 """HAWQ's sensitivity allocator (Algorithm 2 under a budget), the claim, Table VI and the fine-tune jobs."""
-import itertools
 
 import numpy as np
 import pytest
@@ -110,7 +109,6 @@ def test_claim_compares_with_every_uniform_width_that_is_not_larger():
 def test_table_vi_and_report_say_whether_bits_follow_the_s_order():
     names = ["conv1", "conv2", "fc1", "fc2", "fc3"]
     stats = _stats(names, LENET, [3.22, 3.40, 1.066, 0.6235, 1.723])
-    err = np.array(LENET)[:, None] * 4.0 ** -np.array(CAND)[None, :]
     plans = [hawq.Plan("s", "sensitivity", hawq.allocate_sensitivity([s.sensitivity for s in stats], LENET, CAND, 2.5)),
              hawq.Plan("i", "ilp", hawq.Allocation([6, 4, 2, 4, 8], 0.0, 2.498, 2.5))]
     rows = hawq.table_vi(stats, {"sensitivity@2.5": plans[0].alloc.bits, "ilp@2.5": [6, 4, 2, 4, 8]}, 8)

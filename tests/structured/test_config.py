@@ -1,4 +1,4 @@
-"""The monarch params section: defaults validate, every bad value is one line naming the key."""
+"""The structured params section: defaults validate, every bad value is one line naming the key."""
 from __future__ import annotations
 
 import pytest
@@ -8,25 +8,26 @@ from compress.structured.monarch import MonarchShape, sqrt_shape
 
 
 def test_defaults():
-    m = validate_params({}).monarch
+    m = validate_params({}).structured
     assert (m.model, m.layers, m.nblocks, m.rank, m.quant_bits) == ("mlp1024", "hidden", "sqrt", 1, 8)
 
 
 @pytest.mark.parametrize("section, key", [
-    ({"nblocks": "foo"}, "monarch.nblocks = 'foo'"),
-    ({"nblocks": 0}, "monarch.nblocks = 0"),
-    ({"nblocks": True}, "monarch.nblocks = True"),
-    ({"layers": []}, "monarch.layers = []"),
-    ({"layers": ["net.1", "net.1"]}, "monarch.layers = ['net.1', 'net.1']"),
-    ({"rank": 0}, "monarch.rank = 0"),
-    ({"quant_bits": 9}, "monarch.quant_bits = 9"),
-    ({"model": "vgg"}, "monarch.model = 'vgg'"),
-    ({"finetune": {"epochs": 0}}, "monarch.finetune.epochs = 0"),
-    ({"blocks": 4}, "unknown key 'monarch.blocks'"),
+    ({"nblocks": "foo"}, "structured.nblocks = 'foo'"),
+    ({"nblocks": 0}, "structured.nblocks = 0"),
+    ({"nblocks": True}, "structured.nblocks = True"),
+    ({"layers": []}, "structured.layers = []"),
+    ({"layers": ["net.1", "net.1"]}, "structured.layers = ['net.1', 'net.1']"),
+    ({"rank": 0}, "structured.rank = 0"),
+    ({"quant_bits": 9}, "structured.quant_bits = 9"),
+    ({"model": "vgg"}, "structured.model = 'vgg'"),
+    ({"finetune": {"epochs": 0}}, "structured.finetune.epochs = 0"),
+    ({"blocks": 4}, "unknown key 'structured.blocks'"),
+    ({"structure": "lowrank"}, "structured.structure = 'lowrank' is invalid: unknown structure 'lowrank'; allowed: monarch"),
 ])
 def test_bad_values_are_one_line(section, key):
     with pytest.raises(ConfigError) as e:
-        validate_params({"monarch": section})
+        validate_params({"structured": section})
     msg = str(e.value)
     assert key in msg and "\n" not in msg, msg
 

@@ -31,12 +31,12 @@ def digits_dir(tmp_path_factory):
 def run_stage(tmp_path, monkeypatch, prepared, monarch: dict):
     params = {"seed": 0, "data": {"source": "digits", "val_size": 200, "calib_size": 64},
               "tracking": {"enabled": False},
-              "monarch": monarch}
+              "structured": monarch}
     project_layout(tmp_path, prepared=prepared)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["stages.monarch"])
-    from stages import monarch as stage
+    monkeypatch.setattr(sys, "argv", ["stages.structured"])
+    from stages import structured as stage
 
     stage.main()
 
@@ -47,19 +47,19 @@ def test_stage_writes_loadable_variants(tmp_path, monkeypatch, digits_dir):
               {"model": "lenet300", "reference": tiny, "finetune": tiny})
     found = {m.variant: (f, m) for f, m in discover(tmp_path / "variants")}
     assert set(found) == {"monarch-dense-ref", "monarch-projected", "monarch-finetuned", "monarch-finetuned-int8"}
-    metrics = json.loads((tmp_path / "metrics/monarch.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/structured.json").read_text())
     assert metrics["dataset"] == "digits" and metrics["reference"] == "trained here"
     # lenet300 hidden layers 784->300 (k=28, j=15) and 300->100 (k=15, j=10), rank 1
     assert metrics["replaced_weights_dense"] == 784 * 300 + 300 * 100
-    assert metrics["replaced_weights_monarch"] == (15 * 784 + 28 * 300) + (10 * 300 + 15 * 100)
+    assert metrics["replaced_weights_structured"] == (15 * 784 + 28 * 300) + (10 * 300 + 15 * 100)
     x, y = load_split(digits_dir, "val")
     accs = {}
     for name, (folder, man) in found.items():
         predict = load_predictor(folder, man)
         accs[name] = accuracy(predict, x, y)
         if name != "monarch-dense-ref":
-            assert man.deploy.runtime == "monarch-eager"
-            assert man.params == metrics["params_monarch"] < metrics["params_dense"]
+            assert man.deploy.runtime == "structured-eager"
+            assert man.params == metrics["params_structured"] < metrics["params_dense"]
     # the re-loaded artifacts reproduce what the stage measured on its in-memory models
     assert accs["monarch-dense-ref"] == pytest.approx(metrics["val_acc_dense"])
     assert accs["monarch-projected"] == pytest.approx(metrics["val_acc_projected"])
@@ -68,7 +68,7 @@ def test_stage_writes_loadable_variants(tmp_path, monkeypatch, digits_dir):
     size = {n: sum(p.stat().st_size for p in f.iterdir() if p.name != "manifest.json") for n, (f, _) in found.items()}
     assert size["monarch-finetuned"] < size["monarch-dense-ref"] / 4
     assert size["monarch-finetuned-int8"] < size["monarch-finetuned"] / 2
-    hist = list(csv.DictReader(open(tmp_path / "plots/monarch/history.csv")))
+    hist = list(csv.DictReader(open(tmp_path / "plots/structured/history.csv")))
     phases = [r["phase"] for r in hist]
     assert phases == ["reference", "dense", "projected", "finetune"]  # 8 iterations = one evaluation each
     steps = [int(r["step"]) for r in hist]
@@ -77,8 +77,8 @@ def test_stage_writes_loadable_variants(tmp_path, monkeypatch, digits_dir):
 
 
 @pytest.mark.parametrize("monarch, message", [
-    ({"model": "lenet300", "nblocks": 7}, r"monarch\.nblocks = 7 does not fit layer net\.1 \(784 -> 300\)"),
-    ({"model": "lenet300", "layers": ["fc1"]}, r"monarch\.layers = \['fc1'\]: 'fc1' is not a Linear layer"),
+    ({"model": "lenet300", "nblocks": 7}, r"structured\.nblocks = 7 does not fit layer net\.1 \(784 -> 300\)"),
+    ({"model": "lenet300", "layers": ["fc1"]}, r"structured\.layers = \['fc1'\]: 'fc1' is not a Linear layer"),
 ])
 def test_stage_rejects_misfits_before_work(tmp_path, monkeypatch, digits_dir, capsys, monarch, message):
     with pytest.raises(SystemExit) as e:
@@ -129,11 +129,11 @@ def test_aim_on_full_mnist(tmp_path_factory, tmp_path, monkeypatch, mnist_root):
     project_layout(tmp_path, prepared=prepared)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["stages.monarch"])
-    from stages import monarch as stage
+    monkeypatch.setattr(sys, "argv", ["stages.structured"])
+    from stages import structured as stage
 
     stage.main()
-    metrics = json.loads((tmp_path / "metrics/monarch.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/structured.json").read_text())
     assert metrics["dataset"] == "mnist"
     assert metrics["replaced_compression"] >= 2
     assert metrics["val_acc_drop_pp"] <= 0.5, metrics
