@@ -143,3 +143,28 @@ def hawq_report(folder: str | Path, title: str, stats, plans, claim: dict, rows:
     landscapes(curves, {s.name: s.eigenvalue for s in stats}, folder / "landscape.png")
     hawq_vs_uniform(rows, folder / "hawq_vs_uniform.png")
     return table
+
+
+def sr_stagnation(r, fmt: str, target: float, lr: float, path: str | Path) -> Path:
+    """GD on (x - target)^2 with the iterate in ``fmt``: RN stalls in its stagnation region, SR keeps going."""
+    from compress.quant.formats import get_format
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if r.region is not None:
+        ax.axhspan(r.region[0], r.region[1], color="tab:red", alpha=0.12,
+                   label=f"RN stagnation region [{r.region[0]:g}, {r.region[1]:g}]")
+    for i in range(r.sr.shape[0]):
+        ax.plot(r.steps, r.sr[i], color="tab:green", alpha=0.15, lw=0.8)
+    ax.plot(r.steps, r.sr.mean(0), color="tab:green", lw=2, label=f"SR (mean of {r.sr.shape[0]} runs; thin: runs)")
+    ax.plot(r.steps, r.rn, color="tab:red", lw=2, drawstyle="steps-post", label="RN (round to nearest)")
+    ax.plot(r.steps, r.exact, color="k", ls="--", lw=1, label="exact GD (float64)")
+    ax.axhline(target, color="gray", lw=0.8)
+    ax.set_xlabel("step k")
+    ax.set_ylabel("iterate x_k")
+    ax.set_title(f"GD on (x - {target:g})^2 in {fmt} (u = 2^{-get_format(fmt).t}), lr = {lr}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

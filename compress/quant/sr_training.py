@@ -162,3 +162,40 @@ def train_low_precision(model: nn.Module, train: tuple[torch.Tensor, torch.Tenso
 
 __all__ = ["gd_step", "gd_trajectories", "exact_trajectory", "representable", "stagnation_region", "StagnationResult",
            "stagnation_demo", "round_parameters", "train_low_precision"]
+
+
+def stagnation_rows(r: StagnationResult) -> list[dict]:
+    """The demo as table rows: exact, RN, and the SR mean / band / first run per step."""
+    mean, lo, hi = r.sr.mean(0), r.sr.min(0).values, r.sr.max(0).values
+    return [{"step": k, "exact": float(r.exact[k]), "rn": float(r.rn[k]), "sr_mean": float(mean[k]), "sr_min": float(lo[k]),
+             "sr_max": float(hi[k]), "sr_run0": float(r.sr[0, k])} for k in range(len(r.steps))]
+
+
+def compare_weight_training(input_shape, num_classes: int, train, val, cfg, seed: int, on_result=None) -> dict:
+    """An MLP (``cfg.hidden``) trained three times from the same init with plain SGD: fp32, and with its weights stored in
+    ``cfg.format`` updated by round-to-nearest and by stochastic rounding (Gupta et al. 2015). Validation numbers only.
+    ``cfg``: format, hidden, epochs, batch_size, lr, train_size. Returns {mode: {val_acc, val_loss}} plus the SR - RN gap."""
+    from types import SimpleNamespace
+
+    from compress.models import MLP
+    from compress.train import fit, seed_everything
+
+    if cfg.train_size is not None:
+        train = (train[0][: cfg.train_size], train[1][: cfg.train_size])
+    res = {}
+    for mode in ("fp32", "nearest", "stochastic"):
+        seed_everything(seed)
+        model = MLP(input_shape, num_classes, hidden=cfg.hidden)
+        if mode == "fp32":
+            knobs = SimpleNamespace(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="sgd", lr=cfg.lr, weight_decay=0.0,
+                                    momentum=0.0, schedule="constant", max_iterations=None, eval_every=0)
+            hist = fit(model, train, val, knobs, seed=seed, desc="fp32")
+        else:
+            hist = train_low_precision(model, train, val, cfg.format, mode, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                                       lr=cfg.lr, seed=seed, progress=True)
+        res[mode] = {"val_acc": hist.rows[-1]["val_acc"], "val_loss": hist.rows[-1]["val_loss"]}
+        if on_result is not None:
+            on_result(mode, res[mode])
+    return {"format": cfg.format, "hidden": cfg.hidden, "epochs": cfg.epochs, "lr": cfg.lr, "train_size": len(train[1]),
+            "optimizer": "sgd (no momentum)", **res,
+            "sr_minus_rn_val_acc_pp": 100 * (res["stochastic"]["val_acc"] - res["nearest"]["val_acc"])}
