@@ -5,7 +5,8 @@ import torch
 
 from compress.models import build_model, prunable_layers
 from compress.prune import masks as M
-from compress.prune.imp import layer_rates, random_masks, rounds_to_target, run_lottery
+from compress.prune.imp import (ModelBuilder, control_rounds, layer_rates, random_masks, rounds_to_target, run_imp,
+                                run_lottery, train_to_early_stop)
 
 
 def _data(n, seed):
@@ -102,25 +103,110 @@ def test_ticket_restarts_from_masked_w0():
 
 def test_rewind_uses_the_weights_of_iteration_k(monkeypatch):
     import compress.prune.imp as imp
-    from compress.train import fit
 
     data = _data(128, 0)
     k = 3
-    seen = []
-    real = imp.set_weights
-    monkeypatch.setattr(imp, "set_weights", lambda m, s: (seen.append({n: v.clone() for n, v in s.items()}), real(m, s))[1])
+    starts = []
+    real = imp._run_task
+    monkeypatch.setattr(imp, "_run_task", lambda task: (starts.append((task["round"], task.get("start"))), real(task))[1])
     imp.run_lottery(_build, data, data, data, CFG, seed=4, rate=0.5, output_rate=0.25, target_remaining=0.6,
                     rewind_iteration=k, controls=())
-    # the same dense run by hand, recording the weights after optimizer step k
-    ref, step = {}, {"it": 0}
-
-    def grab(m):
-        step["it"] += 1
-        if step["it"] == k:
-            ref.update(M.dense_state_dict(m))
-
-    fit(_build(4), data, data, CFG, seed=4, after_step=grab, progress=False)
+    # the same dense run by hand, capturing the weights after optimizer step k
+    _, _, ref = imp.train_to_early_stop(_build(4), data, data, None, CFG, seed=4, capture_iteration=k)
     w0 = M.dense_state_dict(_build(4))
-    assert len(seen) == 1 and set(seen[0]) == set(ref)
-    assert all(torch.equal(seen[0][n], ref[n]) for n in ref)
-    assert any(not torch.equal(seen[0][n], w0[n]) for n in w0)
+    (r0, s0), (r1, s1) = starts
+    assert (r0, r1) == (0, 1) and all(torch.equal(s0[n], w0[n]) for n in w0)  # round 0 trains from w0 ...
+    assert all(torch.equal(s1[n], ref[n]) for n in ref)  # ... round 1 restarts from θ_k
+    assert any(not torch.equal(s1[n], w0[n]) for n in w0)
+
+
+def _cfg(**kw):
+    return SimpleNamespace(**{**vars(CFG), **kw})
+
+
+def test_patience_rule_stops_and_flags_the_budget():
+    """lr = 0: the validation loss never improves after the first evaluation (iteration 5)."""
+    data = _data(64, 0)
+    res, final, _ = train_to_early_stop(_build(0), data, data, data, _cfg(optimizer="sgd", lr=0.0, momentum=0.0,
+                                        eval_every=5, patience=10, max_iterations=1000), seed=0)
+    assert (res["early_stop_iteration"], res["iterations"], res["budget_hit"]) == (5, 15, False)
+    res, _, _ = train_to_early_stop(_build(0), data, data, data, _cfg(optimizer="sgd", lr=0.0, momentum=0.0,
+                                    eval_every=5, patience=10, max_iterations=12), seed=0)
+    assert (res["early_stop_iteration"], res["iterations"], res["budget_hit"]) == (5, 12, True)  # budget ended it
+
+
+def test_early_stop_iteration_is_the_validation_minimum_and_test_is_read_there():
+    train, val, test = _data(256, 0), _data(128, 1), _data(128, 2)
+    seen = []
+    import compress.prune.imp as imp
+
+    real = imp.evaluate_model
+
+    def spy(model, x, y, *a, **k):
+        out = real(model, x, y, *a, **k)
+        seen.append((x is val[0], x is test[0], out))
+        return out
+
+    imp.evaluate_model = spy
+    try:
+        res, _, _ = train_to_early_stop(_build(1), train, val, test, _cfg(max_iterations=200, patience=30), seed=1)
+    finally:
+        imp.evaluate_model = real
+    vals = [o for is_val, _, o in seen if is_val]
+    tests = [o for _, is_test, o in seen if is_test]
+    best = min(range(len(vals)), key=lambda i: vals[i][0])
+    assert res["early_stop_iteration"] == 5 * (best + 1) and res["val_loss"] == vals[best][0]
+    assert len(tests) == 1 and res["test_acc"] == tests[0][1]  # the test split is read once, at the early stop
+    assert res["iterations"] - res["early_stop_iteration"] >= 30 or res["budget_hit"]
+
+
+def test_gradient_masking_trains_exactly_like_a_forward_mask():
+    """Zeroed weights + masked gradients under fused Adam == torch.nn.utils.prune's weight_orig * mask."""
+    import torch.nn.functional as F
+
+    train, val = _data(256, 0), _data(64, 1)
+    masks = {n: torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(i)) > 0.6
+             for i, (n, m) in enumerate(prunable_layers(_build(0)).items())}
+    cfg = _cfg(max_iterations=17, eval_every=100)
+    model = _build(2)
+    train_to_early_stop(model, train, val, None, cfg, seed=2, masks=masks)
+    ref = M.apply_masks(_build(2), masks)
+    opt = torch.optim.Adam([p for p in ref.parameters()], lr=cfg.lr, fused=True)
+    g, it = torch.Generator().manual_seed(2), 0
+    while it < 17:
+        perm = torch.randperm(256, generator=g)
+        for i in range(0, 256, cfg.batch_size):
+            sel = perm[i : i + cfg.batch_size]
+            opt.zero_grad()
+            F.cross_entropy(ref(train[0][sel]), train[1][sel]).backward()
+            opt.step()
+            it += 1
+            if it == 17:
+                break
+    got, want = model.state_dict(), M.dense_state_dict(ref)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    for n, m in masks.items():
+        w = got[f"{n}.weight"]
+        assert torch.all(w[~m] == 0) and torch.all(w[m] != 0)  # pruned exactly zero, survivors trained
+
+
+def test_workers_give_bit_identical_rows():
+    train, val, test = _data(256, 0), _data(128, 1), _data(128, 2)
+    build = ModelBuilder("mlp", (1, 8, 8), 4, {"hidden": [32, 16], "init": "glorot"})
+    kw = dict(seeds=[0, 1], rate=0.5, output_rate=0.25, target_remaining=0.2,
+              controls={"reinit": [2, 3], "random_mask": [3]})
+    cfg = _cfg(max_iterations=60, patience=15)
+    seq = run_imp(build, train, val, test, cfg, workers=1, **kw)
+    par = run_imp(build, train, val, test, cfg, workers=2, **kw)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(seq) == strip(par)
+    assert [(r["seed"], r["round"], r["kind"]) for r in seq] == [
+        (s, r, k) for s in (0, 1) for r, k in [(0, "ticket"), (1, "ticket"), (2, "ticket"), (2, "reinit"),
+                                               (3, "ticket"), (3, "reinit"), (3, "random_mask")]]
+
+
+def test_control_rounds_pick_the_nearest_levels():
+    m = build_model("lenet300", (1, 28, 28), 10)
+    assert control_rounds(m, 0.2, 0.1, 15, at_remaining=[0.087, 0.036]) == [11, 15]
+    assert control_rounds(m, 0.2, 0.1, 15, max_remaining=0.1) == [11, 12, 13, 14, 15]
+    assert control_rounds(m, 0.2, 0.1, 15) == list(range(1, 16))
