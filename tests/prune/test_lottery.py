@@ -112,7 +112,7 @@ def test_rewind_uses_the_weights_of_iteration_k(monkeypatch):
     imp.run_lottery(_build, data, data, data, CFG, seed=4, rate=0.5, output_rate=0.25, target_remaining=0.6,
                     rewind_iteration=k, controls=())
     # the same dense run by hand, capturing the weights after optimizer step k
-    _, _, ref = imp.train_to_early_stop(_build(4), data, data, None, CFG, seed=4, capture_iteration=k)
+    ref = imp.train_to_early_stop(_build(4), data, data, None, CFG, seed=4, capture_iteration=k)[1]["captured"]
     w0 = M.dense_state_dict(_build(4))
     (r0, s0), (r1, s1) = starts
     assert (r0, r1) == (0, 1) and all(torch.equal(s0[n], w0[n]) for n in w0)  # round 0 trains from w0 ...
@@ -127,10 +127,10 @@ def _cfg(**kw):
 def test_patience_rule_stops_and_flags_the_budget():
     """lr = 0: the validation loss never improves after the first evaluation (iteration 5)."""
     data = _data(64, 0)
-    res, final, _ = train_to_early_stop(_build(0), data, data, data, _cfg(optimizer="sgd", lr=0.0, momentum=0.0,
+    res, _ = train_to_early_stop(_build(0), data, data, data, _cfg(optimizer="sgd", lr=0.0, momentum=0.0,
                                         eval_every=5, patience=10, max_iterations=1000), seed=0)
     assert (res["early_stop_iteration"], res["iterations"], res["budget_hit"]) == (5, 15, False)
-    res, _, _ = train_to_early_stop(_build(0), data, data, data, _cfg(optimizer="sgd", lr=0.0, momentum=0.0,
+    res, _ = train_to_early_stop(_build(0), data, data, data, _cfg(optimizer="sgd", lr=0.0, momentum=0.0,
                                     eval_every=5, patience=10, max_iterations=12), seed=0)
     assert (res["early_stop_iteration"], res["iterations"], res["budget_hit"]) == (5, 12, True)  # budget ended it
 
@@ -149,9 +149,12 @@ def test_early_stop_iteration_is_the_validation_minimum_and_test_is_read_there()
 
     imp.evaluate_model = spy
     try:
-        res, _, _ = train_to_early_stop(_build(1), train, val, test, _cfg(max_iterations=200, patience=30), seed=1)
+        res, states = train_to_early_stop(_build(1), train, val, test, _cfg(max_iterations=200, patience=30), seed=1)
     finally:
         imp.evaluate_model = real
+    reloaded = _build(1)
+    reloaded.load_state_dict(states["early_stop"])
+    assert real(reloaded, *test)[1] == res["test_acc"]  # the early-stop weights are the ones measured
     vals = [o for is_val, _, o in seen if is_val]
     tests = [o for _, is_test, o in seen if is_test]
     best = min(range(len(vals)), key=lambda i: vals[i][0])
@@ -160,34 +163,84 @@ def test_early_stop_iteration_is_the_validation_minimum_and_test_is_read_there()
     assert res["iterations"] - res["early_stop_iteration"] >= 30 or res["budget_hit"]
 
 
-def test_gradient_masking_trains_exactly_like_a_forward_mask():
-    """Zeroed weights + masked gradients under fused Adam == torch.nn.utils.prune's weight_orig * mask."""
+def _manual_masked_training(ref, masks, train, cfg, seed, steps, make_opt):
+    """The reference: torch.nn.utils.prune masks (weight_orig * mask in forward) + autograd + torch.optim."""
     import torch.nn.functional as F
 
-    train, val = _data(256, 0), _data(64, 1)
-    masks = {n: torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(i)) > 0.6
-             for i, (n, m) in enumerate(prunable_layers(_build(0)).items())}
-    cfg = _cfg(max_iterations=17, eval_every=100)
-    model = _build(2)
-    train_to_early_stop(model, train, val, None, cfg, seed=2, masks=masks)
-    ref = M.apply_masks(_build(2), masks)
-    opt = torch.optim.Adam([p for p in ref.parameters()], lr=cfg.lr, fused=True)
-    g, it = torch.Generator().manual_seed(2), 0
-    while it < 17:
-        perm = torch.randperm(256, generator=g)
-        for i in range(0, 256, cfg.batch_size):
+    M.apply_masks(ref, masks)
+    opt = make_opt(list(ref.parameters()))
+    g, it = torch.Generator().manual_seed(seed), 0
+    while it < steps:
+        perm = torch.randperm(len(train[1]), generator=g)
+        for i in range(0, len(train[1]), cfg.batch_size):
             sel = perm[i : i + cfg.batch_size]
             opt.zero_grad()
             F.cross_entropy(ref(train[0][sel]), train[1][sel]).backward()
             opt.step()
             it += 1
-            if it == 17:
+            if it == steps:
                 break
-    got, want = model.state_dict(), M.dense_state_dict(ref)
+    return M.dense_state_dict(ref)
+
+
+def _masks(seed=0):
+    return {n: torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(seed + i)) > 0.6
+            for i, (n, m) in enumerate(prunable_layers(_build(0)).items())}
+
+
+def test_gradient_masking_trains_exactly_like_a_forward_mask():
+    """Autograd path (SGD + momentum): zeroed weights + masked gradients == weight_orig * mask, bit for bit."""
+    train, val = _data(256, 0), _data(64, 1)
+    masks = _masks()
+    cfg = _cfg(optimizer="sgd", lr=0.05, momentum=0.9, max_iterations=17, eval_every=100)
+    model = _build(2)
+    train_to_early_stop(model, train, val, None, cfg, seed=2, masks=masks)
+    want = _manual_masked_training(_build(2), masks, train, cfg, 2, 17,
+                                   lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True))
+    got = model.state_dict()
     assert all(torch.equal(got[k], want[k]) for k in want)
     for n, m in masks.items():
         w = got[f"{n}.weight"]
         assert torch.all(w[~m] == 0) and torch.all(w[m] != 0)  # pruned exactly zero, survivors trained
+
+
+def test_mlp_step_matches_autograd_and_fused_adam():
+    """The hand-written MLP step (used for MLPs under Adam) == autograd + Adam(fused=True) up to rounding."""
+    from compress.prune.imp import MLPStep
+
+    train, val = _data(256, 0), _data(64, 1)
+    masks = _masks(5)
+    cfg = _cfg(max_iterations=30, eval_every=100)
+    assert MLPStep.supports(_build(0), cfg) and not MLPStep.supports(_build(0), _cfg(optimizer="sgd"))
+    assert not MLPStep.supports(build_model("mlp", (1, 8, 8), 4, hidden=[8], batchnorm=True), cfg)
+    model = _build(3)
+    train_to_early_stop(model, train, val, None, cfg, seed=3, masks=masks)
+    want = _manual_masked_training(_build(3), masks, train, cfg, 3, 30,
+                                   lambda ps: torch.optim.Adam(ps, lr=cfg.lr, fused=True))
+    got = model.state_dict()
+    assert all(torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-6) for k in want)
+    moved = sum(float((got[k] - _build(3).state_dict()[k]).abs().max()) for k in want)
+    assert moved > 1e-2  # it trained
+    for n, m in masks.items():
+        assert torch.all(got[f"{n}.weight"][~m] == 0)
+
+
+def test_fused_adam_kernel_call_equals_the_optimizer():
+    """MLPStep calls torch._fused_adam_ the way torch.optim.Adam(fused=True) does: same bits after 3 steps."""
+    torch.manual_seed(0)
+    p1 = [torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)]
+    p2 = [p.detach().clone() for p in p1]
+    grads = [[torch.randn_like(p) for p in p2] for _ in range(3)]
+    opt = torch.optim.Adam(p1, lr=1e-3, weight_decay=1e-4, fused=True)
+    m, v, st = [torch.zeros_like(p) for p in p2], [torch.zeros_like(p) for p in p2], [torch.zeros(()) for _ in p2]
+    for g in grads:
+        for p, gg in zip(p1, g):
+            p.grad = gg.clone()
+        opt.step()
+        torch._foreach_add_(st, 1)
+        torch._fused_adam_(p2, [gg.clone() for gg in g], m, v, [], st, lr=1e-3, beta1=0.9, beta2=0.999,
+                           weight_decay=1e-4, eps=1e-8, amsgrad=False, maximize=False)
+    assert all(torch.equal(a.detach(), b) for a, b in zip(p1, p2))
 
 
 def test_workers_give_bit_identical_rows():
@@ -198,7 +251,7 @@ def test_workers_give_bit_identical_rows():
     cfg = _cfg(max_iterations=60, patience=15)
     seq = run_imp(build, train, val, test, cfg, workers=1, **kw)
     par = run_imp(build, train, val, test, cfg, workers=2, **kw)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")} for r in rows]  # noqa: E731
     assert strip(seq) == strip(par)
     assert [(r["seed"], r["round"], r["kind"]) for r in seq] == [
         (s, r, k) for s in (0, 1) for r, k in [(0, "ticket"), (1, "ticket"), (2, "ticket"), (2, "reinit"),
