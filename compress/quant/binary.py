@@ -385,5 +385,5 @@ def _binary_packed(folder: Path, manifest: Manifest, form: Form):
 
 
 __all__ = ["MODES", "hard_sigmoid", "binarize", "BinarizeSTE", "BinaryLinear", "BinaryMLP", "clip_weights",
-           "glorot_lr_scales", "param_groups", "make_optimizer", "train_binaryconnect", "train_runs", "fold_layers", "save_packed", "load_packed",
-           "PackedBinaryMLP", "packed_size_bound"]
+           "glorot_lr_scales", "param_groups", "make_optimizer", "train_binaryconnect", "train_runs", "fold_layers",
+           "save_packed", "load_packed", "PackedBinaryMLP", "packed_size_bound"]

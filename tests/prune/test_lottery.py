@@ -261,5 +261,6 @@ def test_workers_give_bit_identical_rows():
 def test_control_rounds_pick_the_nearest_levels():
     m = build_model("lenet300", (1, 28, 28), 10)
     assert control_rounds(m, 0.2, 0.1, 15, at_remaining=[0.087, 0.036]) == [11, 15]
+    assert control_rounds(m, 0.2, 0.1, 15, at_remaining=[0.056]) == [13]
     assert control_rounds(m, 0.2, 0.1, 15, max_remaining=0.1) == [11, 12, 13, 14, 15]
     assert control_rounds(m, 0.2, 0.1, 15) == list(range(1, 16))
