@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -52,7 +59,7 @@ class DataConfig(Section):
     calib_size: int = Field(1024, ge=1, description="calibration subset, drawn from train (never test)")
 
     @model_validator(mode="after")
-    def _sizes_fit(self) -> "DataConfig":
+    def _sizes_fit(self) -> DataConfig:
         from compress.data import DATASET_SIZES
 
         n_train = DATASET_SIZES[self.source][0]
@@ -68,7 +75,7 @@ class ModelConfig(Section):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="constructor arguments, e.g. {hidden: [1024, 1024]} for mlp")
 
     @model_validator(mode="after")
-    def _known(self) -> "ModelConfig":
+    def _known(self) -> ModelConfig:
         from compress.models import MODELS
 
         if self.name not in MODELS:
@@ -133,7 +140,7 @@ class EvaluateConfig(Section):
     threads: int | None = Field(None, ge=1, description="torch / runtime threads (null: all cores)")
 
     @model_validator(mode="after")
-    def _batches(self) -> "EvaluateConfig":
+    def _batches(self) -> EvaluateConfig:
         if sorted(set(self.latency_batches)) != [1, 256]:
             self.fail("latency_batches", "must be [1, 256]: the variants table has latency_ms_b1 and latency_ms_b256 columns")
         return self

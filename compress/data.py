@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import socket
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -210,5 +210,15 @@ def meta_summary(meta: dict) -> dict:
     return {"dataset": meta["dataset"], "dataset_substituted": bool(meta.get("substituted", False))}
 
 
-__all__ = ["DATASET_SIZES", "DataUnavailable", "Prepared", "prepare", "save_prepared", "load_split", "load_meta",
-           "normalize", "batches", "meta_summary"]
+__all__ = [
+    "DATASET_SIZES",
+    "DataUnavailable",
+    "Prepared",
+    "batches",
+    "load_meta",
+    "load_split",
+    "meta_summary",
+    "normalize",
+    "prepare",
+    "save_prepared",
+]

@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
-
 from tqdm.auto import tqdm
 
 from compress.runtimes import load_predictor
@@ -61,7 +60,7 @@ def measure_latency(predict: Callable[[torch.Tensor], torch.Tensor], example: to
         predict(example)
         times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
-    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
+    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]
     return {"median_ms": statistics.median(times), "p10_ms": q(0.1), "p90_ms": q(0.9), "repeats": repeats,
             "threads": torch.get_num_threads()}
 

@@ -6,11 +6,11 @@ one ``MODELS`` line.  Every model takes images (B, C, H, W); MLPs flatten them.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def _init(module: nn.Module, scheme: str) -> None:

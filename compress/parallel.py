@@ -1,20 +1,30 @@
-"""Independent jobs (seeds, variants) in forked worker processes, one torch thread each.
+"""Independent jobs (seeds, variants, trainings) in worker processes, one torch thread each.
 
-``map_jobs(fn, items, workers, threads)`` returns ``[fn(item) for item in items]`` in order.
-With ``workers > 1`` the items run in a ``fork`` pool: the children inherit the parent's memory
-(training tensors, the model) copy-on-write, so only the item's index and ``fn``'s (small,
-picklable) result cross a pipe.  Every job — in the parent or in a child — runs with
-``torch.set_num_threads(threads)``, so a job's result does not depend on ``workers``: a job that
-seeds itself is bit-identical whether it ran inline or in a pool.  Each result gets the job's
-CPU seconds (``time.process_time`` of the process that ran it) through ``on_result``.  Forked workers run one
-torch thread each: GNU OpenMP hangs in a child forked after the parent used a parallel region, if
-the child opens one (more than one thread), so ``threads > 1`` needs ``workers = 1``.
+On a few CPU cores, small nets train faster as one process per core than as one process with
+several intra-op threads, and a job in a single-threaded process gives the same bits whatever the
+machine's core count or the order in which workers pick jobs.  Two ways to fan out:
+
+* ``map_jobs(fn, items, workers, threads)`` returns ``[fn(item) for item in items]`` in order,
+  the items run in a ``fork`` pool: the children inherit the parent's memory (training tensors,
+  the model) copy-on-write, so only the item's index and ``fn``'s (small, picklable) result cross
+  a pipe.  For short jobs on data the parent already holds (variant fine-tunes, OBD rounds).
+  Forked workers run one torch thread each: GNU OpenMP hangs in a child forked after the parent
+  used a parallel region if the child opens one, so ``threads > 1`` needs ``workers = 1``.
+* ``executor(workers, threads, initializer, initargs)`` returns a ``concurrent.futures`` executor
+  of ``spawn``ed processes (no fork hazards, any thread count), or an in-process stand-in for
+  ``workers <= 1``.  For long trainings (lottery rounds, BinaryConnect runs) whose datasets travel
+  once, through shared memory, to the ``initializer``.
+
+Every job runs with ``torch.set_num_threads(threads)`` in both, so a job that seeds itself is
+bit-identical whether it ran inline or in a pool.  ``default_workers(n)``: one worker per core.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from typing import Any
 
 import torch
 
@@ -71,4 +81,55 @@ def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, t
     return results
 
 
-__all__ = ["map_jobs"]
+
+def _init(threads: int | None, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+class InProcess(Executor):
+    """The executor interface, run sequentially in this process at ``submit`` (workers <= 1)."""
+
+    def __init__(self, threads: int | None = None, initializer: Callable[..., None] | None = None, initargs: tuple = ()):
+        self._threads = torch.get_num_threads()
+        _init(threads, initializer, initargs)
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        f: Future = Future()
+        try:
+            f.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - re-raised by f.result()
+            f.set_exception(e)
+        return f
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        torch.set_num_threads(self._threads)
+
+
+def executor(workers: int, threads: int | None = 1, initializer: Callable[..., None] | None = None,
+             initargs: tuple = ()) -> Executor:
+    """``workers`` processes with ``threads`` torch threads each (None: torch's default), or in-process."""
+    if workers <= 1:
+        return InProcess(threads, initializer, initargs)
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch.multiprocessing as tmp  # registers the shared-memory reductions for tensors
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=tmp.get_context("spawn"), initializer=_init,
+                               initargs=(threads, initializer, initargs))
+
+
+def default_workers(n_tasks: int, cap: int | None = None) -> int:
+    """One worker per available core (``os.sched_getaffinity``), at most ``n_tasks`` and ``cap``."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, n_tasks, cap or cores))
+
+
+__all__ = ["InProcess", "default_workers", "executor", "map_jobs"]

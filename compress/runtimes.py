@@ -7,11 +7,12 @@ families register their runtimes in their own modules, listed once in ``RUNTIME_
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.checkpoint import load_baseline, load_into  # noqa: F401  (load_baseline: re-exported)
 from compress.models import model_from_spec
@@ -90,7 +91,7 @@ def load_predictor(folder: str | Path, manifest: Manifest, form: Form | None = N
         return loader(folder, manifest, form)
     except ArtifactError as e:
         raise e.of_variant(manifest.variant, manifest.stage) from None
-    except Exception as e:  # noqa: BLE001  any reader failure is reported against the artifact
+    except Exception as e:
         raise _blame(e, folder, manifest, form) from e
 
 

@@ -43,7 +43,7 @@ class ArtifactError(ValueError):
         fix = f"rebuild it: dvc repro {stage}" if stage else "rerun the stage that wrote it"
         super().__init__(f"{where}{self.path} {self.problem}; {fix}")
 
-    def of_variant(self, variant: str, stage: str) -> "ArtifactError":
+    def of_variant(self, variant: str, stage: str) -> ArtifactError:
         return ArtifactError(self.path, self.problem, variant, stage)
 
 
@@ -84,7 +84,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Manifest":
+    def from_dict(cls, d: dict) -> Manifest:
         d = dict(d)
         d["deploy"] = Form(**d["deploy"])
         d["sim"] = Form(**d["sim"]) if d.get("sim") else None

@@ -12,11 +12,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-from dashboards.pareto import pareto_mask, replicate_groups  # noqa: E402
+from dashboards.pareto import pareto_mask, replicate_groups
 
 
 def _front_line(ax, df: pd.DataFrame, x: str, y: str, mask, label: str = "Pareto front") -> None:

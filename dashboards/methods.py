@@ -2,12 +2,12 @@
 fronts, dashboards) are in :mod:`dashboards.figures`. The ``compress`` library draws nothing.
 
 HAWQ: λ bar chart, 1-D loss landscapes, mixed-vs-uniform accuracy and the report folder; OBD: LeCun et
-al.'s Fig. 1 and 2."""
+al.'s Fig. 1 and 2; lottery tickets: Frankle & Carbin's Fig. 3/4; BinaryConnect: the paper-table bars."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -164,6 +164,60 @@ def sr_stagnation(r, fmt: str, target: float, lr: float, path: str | Path) -> Pa
     ax.set_ylabel("iterate x_k")
     ax.set_title(f"GD on (x - {target:g})^2 in {fmt} (u = 2^{-get_format(fmt).t}), lr = {lr}")
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def lottery_figure(summary, path: str | Path, title: str = "") -> Path:
+    """Early-stop iteration and test accuracy vs % weights remaining (log x), mean ± min/max over seeds."""
+    from matplotlib.ticker import NullFormatter
+
+    from compress.prune.report import KINDS
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for kind, label in KINDS.items():
+        d = summary[summary["kind"] == kind].sort_values("remaining_pct")
+        if d.empty:
+            continue
+        for ax, y in zip(axes, ("early_stop", "test_acc")):
+            line, = ax.plot(d["remaining_pct"], d[f"{y}_mean"], marker="o", ms=3, label=label)
+            ax.fill_between(d["remaining_pct"], d[f"{y}_min"], d[f"{y}_max"], alpha=0.2, color=line.get_color())
+    ticks = summary[summary["kind"] == "ticket"].sort_values("round")["remaining_pct"].tolist()[::3]
+    for ax, ylab in zip(axes, ("early-stop iteration (min val loss)", "test accuracy at early stop")):
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("% of weights remaining (log scale)")
+        ax.set_ylabel(ylab)
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(loc="lower left", fontsize=8)
+    n = int(summary["n_seeds"].max())
+    fig.suptitle(f"{title} — mean over {n} seeds, band = min..max; reads the test split (paper figure)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def binary_figure(table: dict, epochs: int, path: str | Path) -> Path:
+    """BinaryConnect test error per method, ours (mean ± std over seeds) beside the paper's Table 2."""
+    plt = _plt()
+    labels = list(table)
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.bar(x - 0.2, [table[m]["mean"] for m in labels], 0.4, yerr=[table[m]["std"] for m in labels],
+           capsize=4, label=f"ours ({epochs} epochs)")
+    ax.bar(x + 0.2, [table[m]["paper"] for m in labels], 0.4, label="paper (Courbariaux et al. 2015)")
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("MNIST test error (%)")
+    ax.set_title("BinaryConnect, permutation-invariant MNIST (test split)")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -133,7 +133,7 @@ def points_from_mlflow(tracking_uri: str, experiment: str, keep: str = "latest")
     runs = mlflow.search_runs(experiment_names=[experiment], max_results=50000, order_by=["attributes.start_time DESC"])
     if runs.empty:
         return pd.DataFrame(columns=POINT_COLUMNS)
-    col = lambda c: runs[c] if c in runs else pd.Series([None] * len(runs), index=runs.index)  # noqa: E731
+    col = lambda c: runs[c] if c in runs else pd.Series([None] * len(runs), index=runs.index)
     is_variant = col("tags.variant").notna() & (col("tags.stage") == "evaluate")
     is_trial = col("tags.run_kind") == "trial"
     df = pd.DataFrame({

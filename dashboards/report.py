@@ -312,7 +312,7 @@ def build_report(variants: pd.DataFrame, trials: pd.DataFrame, pareto: pd.DataFr
     L += _dataset_banner(v, metrics) + [""]
     model = ", ".join(sorted(set(v["model"].astype(str)))) if len(v) else "?"
     L += [f"Model: {model}. Variants: {len(v)}; search trials: {len(trials)}. Generated "
-          f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}{f' at commit {commit}' if commit else ''} "
+          f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}{f' at commit {commit}' if commit else ''} "
           f"by `dvc repro` (stage `report`) from `reports/variants.csv`, `metrics/*.json` and the search trials.", ""]
     if base is not None:
         L += ["## Answers in brief", "",
@@ -429,7 +429,7 @@ def generate(cfg, commit: str = "", metrics_dir: str = "metrics", *, variants: s
     figs = all_figures(pts, fig_dir, cfg.heatmap_top) if len(pts) else []
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731
+    rel = lambda p: os.path.relpath(p, out.parent)
     figures = {Path(f).stem: rel(f) for f in figs}
     others = [rel(p) for p in find_plots(cfg.plot_globs, fig_dir)]
     metrics = collect_metrics(metrics_dir)

@@ -14,8 +14,9 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from compress.config import ConfigError, load_params, section_hash
 from stages import pipeline
@@ -150,8 +151,8 @@ def mlflow_run(params, stage: str, sections: list[str], dataset_meta: dict | Non
 
 def log_dataset(mlflow, meta: dict) -> None:
     """Record the dataset actually used as an MLflow dataset input (name, source, sizes)."""
-    from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types import ColSpec, Schema
 
     source = {"mnist": "https://yann.lecun.com/exdb/mnist/", "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html",

@@ -143,7 +143,7 @@ def _check_http(url: str, timeout_s: float) -> str | None:
         if isinstance(why, socket.gaierror):
             return "unknown host name"
         return f"{getattr(why, 'strerror', None) or why}"
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return f"no answer within {timeout_s:g} s"
     except OSError as e:
         return f"{e.strerror or e}"
@@ -216,4 +216,4 @@ def check_params(P, timeout_s: float = 5.0, storage: bool = False) -> None:
         check_storage_url(P.search.storage, timeout_s)
 
 
-__all__ = ["PreflightError", "check_tracking_uri", "check_storage_url", "check_params", "db_error_reason", "redact"]
+__all__ = ["PreflightError", "check_params", "check_storage_url", "check_tracking_uri", "db_error_reason", "redact"]

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from compress.models import count_params
 from compress.prune.export import write_pruned_variant
-from compress.prune.variant import check_layers, drop_claim, prune_variants, val_accuracy
+from compress.prune.variant import (
+    check_layers,
+    drop_claim,
+    prune_variants,
+    val_accuracy,
+)
 from stages.common import Stage
 
 

@@ -52,7 +52,7 @@ def main() -> None:
                   + (f"  deployed {row['val_acc_deployed']:.4f}" if "val_acc_deployed" in row else ""))
         seconds = time.perf_counter() - t0
         mlf.log_metrics({"variants": len(rows), "ptq_seconds": seconds})
-    st.write_metrics({"variants": len(rows), "seconds": round(seconds, 1), "val_images": int(len(yv)), "val_acc_fp32": fp32_val,
+    st.write_metrics({"variants": len(rows), "seconds": round(seconds, 1), "val_images": len(yv), "val_acc_fp32": fp32_val,
                       "rows": rows})
     write_csv(st.plot("val_accuracy.csv"), [{k: r.get(k, "") for k in ("variant", "method", "calibration", "wbits", "abits",
                                                                         "runtime", "size_bytes", "val_acc_sim", "val_acc_deployed")}

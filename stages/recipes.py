@@ -10,7 +10,12 @@ Compression's tables. Writes the final artifact (it loads back; its bytes are si
 """
 from __future__ import annotations
 
-from compress.recipes.engine import RecipeError, run_recipe, train_baseline, validate_recipes
+from compress.recipes.engine import (
+    RecipeError,
+    run_recipe,
+    train_baseline,
+    validate_recipes,
+)
 from compress.recipes.report import write_recipe_variant
 from compress.train import seed_everything
 from stages.common import Stage, write_csv

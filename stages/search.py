@@ -15,7 +15,14 @@ import pandas as pd
 
 from stages.common import Stage
 from stages.pipeline import SEARCH_FIGURES, SEARCH_TRIALS
-from studies.common import make_pruner, make_tracker, plot_study, run_study, study_name, trials_frame
+from studies.common import (
+    make_pruner,
+    make_tracker,
+    plot_study,
+    run_study,
+    study_name,
+    trials_frame,
+)
 from studies.config import STUDY_MODULES
 from studies.export import export, summarize
 from studies.objectives import load_context

@@ -8,7 +8,11 @@
 from __future__ import annotations
 
 from compress.quant.formats import get_format
-from compress.quant.sr_training import compare_weight_training, stagnation_demo, stagnation_rows
+from compress.quant.sr_training import (
+    compare_weight_training,
+    stagnation_demo,
+    stagnation_rows,
+)
 from dashboards.methods import sr_stagnation
 from stages.common import Stage, write_csv
 

@@ -13,7 +13,12 @@ from pathlib import Path
 from compress.checkpoint import load_into
 from compress.models import build_model
 from compress.structured.export import write_structured_variant
-from compress.structured.replace import check_plan, reference, replace_and_finetune, summary
+from compress.structured.replace import (
+    check_plan,
+    reference,
+    replace_and_finetune,
+    summary,
+)
 from compress.train import pick_device, seed_everything
 from compress.variants import write_fp32_variant
 from stages.common import Stage, write_csv

@@ -23,8 +23,15 @@ from compress.config import EvaluateConfig
 from compress.evaluate import COLUMNS, evaluate_all
 from compress.models import build_model, prunable_layers
 from compress.runtimes import load_predictor
-from compress.variants import ArtifactError, Form, Manifest, model_spec, read_manifest, scan, write_variant
-
+from compress.variants import (
+    ArtifactError,
+    Form,
+    Manifest,
+    model_spec,
+    read_manifest,
+    scan,
+    write_variant,
+)
 from tests.conftest import ROOT, project_layout
 
 SHAPE, CLASSES = (1, 28, 28), 10
@@ -87,10 +94,10 @@ def _sparse(folder: Path, x):
 
 
 def _binary(folder: Path, x):
-    from compress.quant.binary import BinaryMLP, save_packed
+    from compress.quant.binary import BinaryMLP, save_binary
 
     torch.manual_seed(0)
-    save_packed(BinaryMLP(SHAPE, CLASSES, hidden=[16]).eval(), folder / "model.bcpk")
+    save_binary(BinaryMLP(SHAPE, CLASSES, hidden=[16]).eval(), folder / "model.bcpk")
     return Form("binary-packed", ["model.bcpk"]), "model.bcpk", "binary"
 
 

@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from compress.config import DataConfig
-from compress.data import DataUnavailable, batches, load_meta, load_split, prepare, save_prepared
+from compress.data import (
+    DataUnavailable,
+    batches,
+    load_meta,
+    load_split,
+    prepare,
+    save_prepared,
+)
 
 
 def _prep(**kw):

@@ -9,7 +9,14 @@ from compress.config import EvaluateConfig
 from compress.evaluate import accuracy, evaluate_variant, measure_latency, predict_all
 from compress.models import build_model, count_params
 from compress.runtimes import load_predictor
-from compress.variants import Form, Manifest, discover, model_spec, read_manifest, write_variant
+from compress.variants import (
+    Form,
+    Manifest,
+    discover,
+    model_spec,
+    read_manifest,
+    write_variant,
+)
 
 
 def _write_baseline(root, name="baseline-fp32", runtime="torch-eager"):

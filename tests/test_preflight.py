@@ -18,7 +18,6 @@ import yaml
 
 from stages.preflight import PreflightError, check_storage_url, check_tracking_uri
 from studies.storage import StorageError, open_storage
-
 from tests.conftest import ROOT
 from tests.studies.pg import PgServer, free_port, pg_bin
 
@@ -43,7 +42,7 @@ def http_server():
 
     def start(status: int) -> str:
         class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 self.send_response(status if self.path == "/health" else 404)
                 self.end_headers()
                 self.wfile.write(b"OK")

@@ -28,7 +28,7 @@ TINY: dict[str, dict] = {
     "sr": {"steps": 20, "sr_runs": 3, "train": {"enabled": False}},
     "prune": {"finetune": _FT, "variants": Replace({"mag-global-90": {"method": "magnitude", "scope": "global", "sparsity": 0.9},
                                                     "struct-l1-50": {"method": "structured", "sparsity": 0.5, "norm": "l1"}})},
-    "lottery": {"seeds": [0], "target_remaining": 0.6, "iterations": 16, "eval_every": 8, "controls": ["reinit"]},
+    "lottery": {"seeds": [0], "target_remaining": 0.6, "iterations": 16, "eval_every": 8, "patience": 8},
     "hawq": {"hessian": {**_HESS, "max_iters": 8}, "budgets_avg_bits": [3.0], "uniform_bits": [3], "seeds": [0], "finetune": _FT, "landscape_points": 5},
     "obd": {"hessian": _HESS, "rounds": 1, "retrain": _FT, "curve_points": 4, "loss_samples": 300, "compare_hutchinson": False},
     "recipes": Replace({

@@ -12,8 +12,6 @@ from pydantic import Field, ValidationInfo, field_validator
 from compress.config import FitConfig, Section
 
 
-
-
 class ProbeConfig(Section):
     """Which calibration batches (never test) define the loss, and how many random probes."""
 
@@ -96,7 +94,9 @@ class HawqConfig(Section):
     @field_validator("allocator")
     @classmethod
     def _allocator(cls, v: str) -> str:
-        from compress.hessian.hawq import ALLOCATORS  # the registry is the only source of names
+        from compress.hessian.hawq import (
+            ALLOCATORS,  # the registry is the only source of names
+        )
 
         if v not in ALLOCATORS:
             raise ValueError(f"unknown allocator {v!r}; allowed: {', '.join(ALLOCATORS)}")

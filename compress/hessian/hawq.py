@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.hessian.hutchinson import hutchinson
 from compress.hessian.hvp import HessianOperator, mean_loss, unflatten
@@ -651,7 +651,7 @@ def markdown_table(rows: list[dict], floatfmt: str = ".4g") -> str:
     if not rows:
         return ""
     cols = list(rows[0])
-    fmt = lambda v: format(v, floatfmt) if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda v: format(v, floatfmt) if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"

@@ -12,8 +12,8 @@ unit vectors instead (D HVPs): exact, for small layers and tests.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -16,8 +16,8 @@ largest eigenvalue).  The error of λ_k falls like (λ_2/λ_1)^{2k}.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -5,10 +5,10 @@ checked to reload to exactly the pruned weights; structured pruning yields a sma
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-import torch.nn as nn
+from torch import nn
 
 from compress.models import prunable_layers
 from compress.prune.masks import dense_state_dict
@@ -72,4 +72,4 @@ def write_pruned_variant(folder: Path, res, v, *, variant: str, dataset: str, se
     return {"sparsity": res.sparsity, "params": nnz, "val_acc": acc, "size_bytes": size}
 
 
-__all__ = ["write_sparse_variant", "write_pruned_variant"]
+__all__ = ["write_pruned_variant", "write_sparse_variant"]

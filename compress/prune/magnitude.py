@@ -15,14 +15,20 @@ Plus ``l1_penalty`` for training with ``loss + λ‖w‖₁``.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from compress.models import prunable_layers
-from compress.prune.masks import Masks, apply_masks, effective_weight, get_masks, split_like
+from compress.prune.masks import (
+    Masks,
+    apply_masks,
+    effective_weight,
+    get_masks,
+    split_like,
+)
 
 ScoreFn = Callable[..., dict[str, torch.Tensor]]
 SCORES: dict[str, ScoreFn] = {}
@@ -91,11 +97,11 @@ def compute_masks(scores: dict[str, torch.Tensor], current: Masks | None = None,
     if criterion == "percentage":
         if sparsity is None or not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity = {sparsity!r} must be in [0, 1)")
-        n_keep = lambda n_total: n_total - round(sparsity * n_total)  # noqa: E731
+        n_keep = lambda n_total: n_total - round(sparsity * n_total)
     elif criterion == "topk":
         if k is None or k < 1:
             raise ValueError(f"topk pruning needs k >= 1, got {k!r}")
-        n_keep = lambda n_total: min(k, n_total)  # noqa: E731
+        n_keep = lambda n_total: min(k, n_total)
     else:
         raise ValueError(f"criterion = {criterion!r} is unknown; allowed: percentage, topk, threshold")
     if scope == "layer":
@@ -141,4 +147,4 @@ def l1_penalty(model: nn.Module, names: Iterable[str], lam: float) -> torch.Tens
     return lam * sum(layers[n].weight.abs().sum() for n in names)
 
 
-__all__ = ["SCORES", "register_score", "compute_masks", "rate_masks", "prune_model", "l1_penalty"]
+__all__ = ["SCORES", "compute_masks", "l1_penalty", "prune_model", "rate_masks", "register_score"]

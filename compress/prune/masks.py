@@ -20,10 +20,10 @@ Public API::
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.nn.utils import prune
 
 from compress.models import prunable_layers
@@ -165,5 +165,18 @@ def split_like(flat: torch.Tensor, like: dict[str, torch.Tensor]) -> Masks:
     return out
 
 
-__all__ = ["Masks", "split_like", "apply_masks", "get_masks", "sparsity", "layer_sparsity", "counts", "remove_masks",
-           "dense_state_dict", "set_weights", "select_layers", "effective_weight", "is_masked"]
+__all__ = [
+    "Masks",
+    "apply_masks",
+    "counts",
+    "dense_state_dict",
+    "effective_weight",
+    "get_masks",
+    "is_masked",
+    "layer_sparsity",
+    "remove_masks",
+    "select_layers",
+    "set_weights",
+    "sparsity",
+    "split_like",
+]

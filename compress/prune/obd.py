@@ -24,17 +24,23 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.hessian.hutchinson import exact_diagonal, ggn_diagonal, hutchinson
 from compress.hessian.hvp import HessianOperator, mean_loss, unflatten
 from compress.models import prunable_layers
-from compress.prune.masks import apply_masks, effective_weight, get_masks, is_masked, split_like
+from compress.prune.masks import (
+    apply_masks,
+    effective_weight,
+    get_masks,
+    is_masked,
+    split_like,
+)
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
@@ -326,5 +332,21 @@ def curve_counts(total: int, points: int, max_fraction: float) -> list[int]:
     return [int(round(v)) for v in np.linspace(0, max_fraction * total, points)]
 
 
-__all__ = ["one_shot", "hessian_diagonal", "nonnegative_diagonal", "diag_description", "round_notes", "NEGATIVE", "saliency", "magnitude_scores", "lowest_masks", "one_shot_curve", "iterative_prune", "iterative_prune_jobs",
-           "mean_loss", "curve_counts", "DiagResult", "RoundResult"]
+__all__ = [
+    "NEGATIVE",
+    "DiagResult",
+    "RoundResult",
+    "curve_counts",
+    "diag_description",
+    "hessian_diagonal",
+    "iterative_prune",
+    "iterative_prune_jobs",
+    "lowest_masks",
+    "magnitude_scores",
+    "mean_loss",
+    "nonnegative_diagonal",
+    "one_shot",
+    "one_shot_curve",
+    "round_notes",
+    "saliency",
+]

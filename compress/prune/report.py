@@ -1,17 +1,31 @@
-"""Lottery-ticket figures and the claim check (Frankle & Carbin 2019, Fig. 3/4 style)."""
+"""Lottery-ticket tables and the claim check (Frankle & Carbin 2019, Fig. 3/4); the figure is
+:func:`dashboards.methods.lottery_figure`."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 
 KINDS = {"ticket": "winning ticket (reset to w0)", "reinit": "same mask, random reinit", "random_mask": "random mask"}
 
 
+def _ci95(std: pd.Series, n: pd.Series) -> pd.Series:
+    """Half-width of the 95 % t-interval of a mean over ``n`` seeds (0 for a single seed)."""
+    from scipy.stats import t
+
+    n = n.astype(float)
+    half = t.ppf(0.975, (n - 1).clip(lower=1)) * std / n.pow(0.5)
+    return half.where(n > 1, 0.0)
+
+
 def summarize(rows: list[dict]) -> pd.DataFrame:
-    """Mean / std / min / max over seeds per (kind, round); the dense run (round 0) is every kind's start."""
+    """Mean / std / 95 % CI / min / max over seeds per (kind, round); the dense run (round 0) is the
+    start of every control trained from round 1 on.  ``budget_hits``: trainings that the iteration
+    budget, not the patience rule, stopped (their early-stop iteration is not a validation optimum)."""
     df = pd.DataFrame(rows)
     df["remaining_pct"] = 100 * df["remaining"]
+    if "budget_hit" not in df:
+        df["budget_hit"] = False
+    if "iterations" not in df:
+        df["iterations"] = df["early_stop_iteration"]
     dense = df[df["round"] == 0]
     parts = [df]
     for kind in df["kind"].unique():  # controls trained from round 1 on start from the dense point
@@ -24,69 +38,67 @@ def summarize(rows: list[dict]) -> pd.DataFrame:
         test_acc_min=("test_acc", "min"), test_acc_max=("test_acc", "max"),
         early_stop_mean=("early_stop_iteration", "mean"), early_stop_std=("early_stop_iteration", "std"),
         early_stop_min=("early_stop_iteration", "min"), early_stop_max=("early_stop_iteration", "max"),
+        iterations_mean=("iterations", "mean"), budget_hits=("budget_hit", "sum"),
     ).reset_index()
-    return agg.fillna({"test_acc_std": 0.0, "early_stop_std": 0.0}).sort_values(["kind", "round"])
+    agg = agg.fillna({"test_acc_std": 0.0, "early_stop_std": 0.0})
+    agg["budget_hits"] = agg["budget_hits"].astype(int)
+    agg["test_acc_ci95"] = _ci95(agg["test_acc_std"], agg["n_seeds"])
+    agg["early_stop_ci95"] = _ci95(agg["early_stop_std"], agg["n_seeds"])
+    return agg.sort_values(["kind", "round"])
 
 
 def claim(summary: pd.DataFrame, max_remaining_pct: float = 10.0, margin: float = 0.005) -> dict:
-    """Does some sparsity level with ≤ ``max_remaining_pct`` % of the weights have a ticket whose mean
-    test accuracy ≥ the dense network's, while the reinitialised control is worse by more than
-    ``margin`` and by more than the two spreads (std over seeds) together?"""
+    """Frankle & Carbin's winning-ticket claim at the levels with ≤ ``max_remaining_pct`` % of the weights.
+
+    At a level, three parts (means over seeds): the ticket is at least as accurate as the dense
+    network (test accuracy at the early stop), it is at least as fast (early-stop iteration
+    #Iter(M_s) ≤ #Iter(M)), and the reinitialised control is clearly worse (by more than ``margin``
+    and by more than the two standard deviations together).  The claim holds at a level where all
+    three hold and no training of that level or of the dense run hit the iteration budget.
+    ``parts`` lists, per part, the levels where it holds; ``statement`` says it in one line.
+    """
     t = summary[summary["kind"] == "ticket"].set_index("round")
-    dense = float(t.loc[0, "test_acc_mean"])
-    r = summary[summary["kind"] == "reinit"].set_index("round")
+    d = t.loc[0]
+    dense = {"test_acc": float(d["test_acc_mean"]), "test_acc_std": float(d["test_acc_std"]),
+             "early_stop": float(d["early_stop_mean"]), "early_stop_std": float(d["early_stop_std"]),
+             "budget_hits": int(d.get("budget_hits", 0))}
+    ctrl = {k: summary[summary["kind"] == k].set_index("round") for k in ("reinit", "random_mask")}
     levels = []
     for rnd, row in t.iterrows():
         if rnd == 0 or row["remaining_pct"] > max_remaining_pct:
             continue
-        entry = {"round": int(rnd), "remaining_pct": round(float(row["remaining_pct"]), 3),
-                 "ticket_acc": float(row["test_acc_mean"]), "ticket_std": float(row["test_acc_std"])}
-        if rnd in r.index:
-            gap = entry["ticket_acc"] - float(r.loc[rnd, "test_acc_mean"])
-            entry.update(reinit_acc=float(r.loc[rnd, "test_acc_mean"]), reinit_std=float(r.loc[rnd, "test_acc_std"]),
-                         reinit_clearly_worse=bool(gap > margin and gap > entry["ticket_std"] + float(r.loc[rnd, "test_acc_std"])))
-        entry["ticket_ge_dense"] = entry["ticket_acc"] >= dense
-        levels.append(entry)
-    holds = [e for e in levels if e["ticket_ge_dense"] and e.get("reinit_clearly_worse", False)]
-    return {"dense_test_acc": dense, "max_remaining_pct": max_remaining_pct, "margin": margin, "levels": levels,
-            "holds": bool(holds), "holds_at_remaining_pct": [e["remaining_pct"] for e in holds]}
+        e = {"round": int(rnd), "remaining_pct": round(float(row["remaining_pct"]), 3),
+             "ticket_acc": float(row["test_acc_mean"]), "ticket_std": float(row["test_acc_std"]),
+             "ticket_early_stop": float(row["early_stop_mean"]), "ticket_early_stop_std": float(row["early_stop_std"])}
+        hits = int(row.get("budget_hits", 0))
+        for kind, c in ctrl.items():
+            if rnd in c.index:
+                e.update({f"{kind}_acc": float(c.loc[rnd, "test_acc_mean"]), f"{kind}_std": float(c.loc[rnd, "test_acc_std"]),
+                          f"{kind}_early_stop": float(c.loc[rnd, "early_stop_mean"])})
+                hits += int(c.loc[rnd].get("budget_hits", 0))
+        e["ticket_ge_dense"] = e["ticket_acc"] >= dense["test_acc"]
+        e["ticket_as_fast"] = e["ticket_early_stop"] <= dense["early_stop"]
+        if "reinit_acc" in e:
+            gap = e["ticket_acc"] - e["reinit_acc"]
+            e["reinit_clearly_worse"] = bool(gap > margin and gap > e["ticket_std"] + e["reinit_std"])
+        e["budget_hit"] = bool(hits or dense["budget_hits"])
+        levels.append(e)
+    parts = {"ticket_ge_dense": [e["remaining_pct"] for e in levels if e["ticket_ge_dense"]],
+             "ticket_as_fast": [e["remaining_pct"] for e in levels if e["ticket_as_fast"]],
+             "reinit_clearly_worse": [e["remaining_pct"] for e in levels if e.get("reinit_clearly_worse", False)],
+             "reinit_trained": [e["remaining_pct"] for e in levels if "reinit_acc" in e],
+             "budget_hit": [e["remaining_pct"] for e in levels if e["budget_hit"]]}
+    holds = [e["remaining_pct"] for e in levels if e["ticket_ge_dense"] and e["ticket_as_fast"]
+             and e.get("reinit_clearly_worse", False) and not e["budget_hit"]]
+    said = [f"ticket >= dense accuracy at {parts['ticket_ge_dense'] or 'no level'}",
+            f"#Iter(ticket) <= #Iter(dense) at {parts['ticket_as_fast'] or 'no level'}",
+            f"reinit clearly worse at {parts['reinit_clearly_worse'] or 'no level'} (trained at {parts['reinit_trained'] or 'no level'})"]
+    if parts["budget_hit"] or dense["budget_hits"]:
+        said.append(f"iteration budget hit at {parts['budget_hit']} (dense: {dense['budget_hits']} trainings)")
+    statement = (f"claim holds at {holds} % remaining" if holds else "claim does not hold at any level") + \
+        f" (<= {max_remaining_pct:g} % remaining); " + "; ".join(said)
+    return {"dense_test_acc": dense["test_acc"], "dense": dense, "max_remaining_pct": max_remaining_pct, "margin": margin,
+            "levels": levels, "parts": parts, "holds": bool(holds), "holds_at_remaining_pct": holds, "statement": statement}
 
 
-def plot(summary: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """Early-stop iteration and test accuracy vs % weights remaining (log x), mean ± min/max over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for kind, label in KINDS.items():
-        d = summary[summary["kind"] == kind].sort_values("remaining_pct")
-        if d.empty:
-            continue
-        for ax, y in zip(axes, ("early_stop", "test_acc")):
-            line, = ax.plot(d["remaining_pct"], d[f"{y}_mean"], marker="o", ms=3, label=label)
-            ax.fill_between(d["remaining_pct"], d[f"{y}_min"], d[f"{y}_max"], alpha=0.2, color=line.get_color())
-    from matplotlib.ticker import NullFormatter
-
-    ticks = summary[summary["kind"] == "ticket"].sort_values("round")["remaining_pct"].tolist()[::3]
-    for ax, ylab in zip(axes, ("early-stop iteration (min val loss)", "test accuracy at early stop")):
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("% of weights remaining (log scale)")
-        ax.set_ylabel(ylab)
-        ax.grid(alpha=0.3, which="both")
-    axes[1].legend(loc="lower left", fontsize=8)
-    n = int(summary["n_seeds"].max())
-    fig.suptitle(f"{title} — mean over {n} seeds, band = min..max; reads the test split (paper figure)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-__all__ = ["KINDS", "summarize", "claim", "plot"]
+__all__ = ["KINDS", "claim", "summarize"]

@@ -11,7 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.prune.sparse_io import load_sparse
-from compress.runtimes import ModulePredictor, Predictor, model_from_spec, register_runtime
+from compress.runtimes import (
+    ModulePredictor,
+    Predictor,
+    model_from_spec,
+    register_runtime,
+)
 from compress.variants import Form, Manifest
 
 

@@ -128,4 +128,4 @@ def load_sparse(path: str | Path) -> dict[str, torch.Tensor]:
         raise corrupt(path, f"sparse layout: {type(e).__name__}: {e}") from None
 
 
-__all__ = ["FORMATS", "encode", "decode", "save_sparse", "load_sparse"]
+__all__ = ["FORMATS", "decode", "encode", "load_sparse", "save_sparse"]

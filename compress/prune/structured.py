@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
+from torch import nn
 
-from compress.models import LeNet5, MLP
+from compress.models import MLP, LeNet5
 from compress.prune.masks import dense_state_dict
 
 
@@ -119,4 +119,4 @@ def prune_structured(model: nn.Module, spec: dict, sparsity: float, norm: str = 
     return shrink(model, spec, keep)
 
 
-__all__ = ["Unit", "units_of", "unit_scores", "keep_indices", "shrink", "prune_structured"]
+__all__ = ["Unit", "keep_indices", "prune_structured", "shrink", "unit_scores", "units_of"]

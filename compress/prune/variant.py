@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.data import batches
 from compress.prune.magnitude import l1_penalty, prune_model
@@ -143,7 +143,7 @@ def prune_variants(base: nn.Module, spec: dict, variants: dict, ft, train, val, 
     def steps(name: str) -> int:  # rough cost, to start the longest variants first
         v = variants[name]
         cfg = round_ft.get(name, ft)
-        per = lambda c: min(c.max_iterations or 10**12, c.epochs * -(-len(train[1]) // c.batch_size))  # noqa: E731  (as fit)
+        per = lambda c: min(c.max_iterations or 10**12, c.epochs * -(-len(train[1]) // c.batch_size))
         return (per(ft) if v.l1_lambda > 0 else 0) + (per(ft) if v.method == "structured" else v.rounds * per(cfg))
 
     order = sorted(names, key=lambda n: -steps(n))  # stable: ties keep the given order
@@ -152,4 +152,4 @@ def prune_variants(base: nn.Module, spec: dict, variants: dict, ft, train, val, 
     return {n: done[n] for n in names}
 
 
-__all__ = ["PruneResult", "schedule", "check_layers", "prune_variant", "prune_variants", "drop_claim", "val_accuracy"]
+__all__ = ["PruneResult", "check_layers", "drop_claim", "prune_variant", "prune_variants", "schedule", "val_accuracy"]

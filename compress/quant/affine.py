@@ -112,4 +112,4 @@ def dequantize(q: torch.Tensor, s, z, axis: int | None = None) -> torch.Tensor:
     return (q - z) / s
 
 
-__all__ = ["MIN_BITS", "MAX_BITS", "check_bits", "qrange", "torch_scale", "affine_params", "quantize", "dequantize"]
+__all__ = ["MAX_BITS", "MIN_BITS", "affine_params", "check_bits", "dequantize", "qrange", "quantize", "torch_scale"]

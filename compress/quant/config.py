@@ -181,7 +181,7 @@ class QATConfig(FitConfig):
         return tags
 
     @model_validator(mode="after")
-    def _lsq_schedule(self) -> "QATConfig":
+    def _lsq_schedule(self) -> QATConfig:
         if self.quantizer == "lsq" and self.schedule == "onecycle":
             self.fail("schedule", "onecycle cannot be combined with quantizer: lsq (OneCycleLR would override lsq_lr); use cosine or constant")
         return self
@@ -202,17 +202,19 @@ class BinaryConfig(FitConfig):
     """BinaryConnect (Courbariaux, Bengio & David 2015) on permutation-invariant MNIST, trained from scratch (a
     training block: FitConfig's keys set every run; the reference code trains 250 epochs, see README)."""
 
-    modes: list[Literal["det", "stoch"]] = Field(default_factory=lambda: ["det", "stoch"],
+    modes: list[Literal["det", "stoch"]] = Field(default_factory=lambda: ["det"],
                                                  description="det = sign(w); stoch = +1 with probability hard_sigmoid(w)")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="one run per (mode, seed)")
-    fp32_seeds: list[int] = Field(default_factory=lambda: [0], description="seeds of the unregularised fp32 MLP of the "
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], description="one run per (mode, seed)")
+    fp32_seeds: list[int] = Field(default_factory=list, description="seeds of the unregularised fp32 MLP of the "
                                                                            "paper table ([] = skip)")
     hidden: list[int] = Field(default_factory=lambda: [1024, 1024, 1024], description="hidden widths (the paper: 3 x 1024, batch norm)")
-    lr_scale: Literal["glorot", "none"] = Field("glorot", description="per binary layer lr x 1/H_glorot, as in the reference code")
+    lr_scale: Literal["glorot", "none"] = Field("glorot", description="per binary layer lr x 1/H, H = sqrt(1.5/(fan_in+fan_out)), "
+                                                "as in the reference code")
     fp32_lr: float = Field(1e-3, gt=0, description="learning rate of the fp32 reference MLP")
+    workers: int | None = Field(None, ge=1, description="training processes, one torch thread each (null: one per core)")
 
     @model_validator(mode="after")
-    def _binary_knobs(self) -> "BinaryConfig":
+    def _binary_knobs(self) -> BinaryConfig:
         if self.optimizer == "adamw":
             self.fail("optimizer", "adamw is not used by BinaryConnect; allowed: adam, sgd")
         if self.schedule == "onecycle":
@@ -294,7 +296,7 @@ class SRConfig(Section):
         return _check_format(v)
 
     @model_validator(mode="after")
-    def _start(self) -> "SRConfig":
+    def _start(self) -> SRConfig:
         if self.x0 == self.target:
             raise ValueError(f"x0 = {self.x0} equals target: nothing to optimise")
         return self

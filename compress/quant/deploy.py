@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.models import prunable_layers
 from compress.quant.affine import affine_params, torch_scale
@@ -73,7 +73,12 @@ def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path, x_calib: to
     Each Conv/Gemm input is pinned to the calibrated range of its layer (same (s, z) as the
     simulation); other tensors get ONNX Runtime's min-max over ``x_calib``."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     if len(x_calib) == 0:
         raise ValueError("the calibration set is empty; set data.calib_size >= 1")
@@ -125,7 +130,9 @@ def export_pt2e_int8(model: nn.Module, path: str | Path, x_calib: torch.Tensor,
     """PT2E static int8: export -> prepare (X86InductorQuantizer) -> calibrate -> pin each
     Conv/Linear input observer to the calibrated range -> convert -> save the int8 program."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+    )
 
     if len(x_calib) == 0:
         raise ValueError("the calibration set is empty; set data.calib_size >= 1")
@@ -222,7 +229,7 @@ class Pt2eInductorPredictor:
         #    the reference graph (dequantize -> fp32 conv/linear -> quantize): same numbers as the
         #    uncompiled program, no int8 kernel, no speed-up.  The exporting process had it
         #    imported already, so only a fresh process (the evaluate stage) missed it.
-        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+        import torchao.quantization.pt2e.quantize_pt2e
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
 
         # 3. the program (torch.export logs a traceback before it raises: the error below says it in one line)
@@ -251,5 +258,11 @@ def _pt2e(folder: Path, manifest: Manifest, form: Form):
     return Pt2eInductorPredictor(folder / form.files[0])
 
 
-__all__ = ["simulated_float_model", "export_onnx", "quantize_onnx_int8", "export_pt2e_int8", "OrtPredictor",
-           "Pt2eInductorPredictor"]
+__all__ = [
+    "OrtPredictor",
+    "Pt2eInductorPredictor",
+    "export_onnx",
+    "export_pt2e_int8",
+    "quantize_onnx_int8",
+    "simulated_float_model",
+]

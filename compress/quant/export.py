@@ -8,12 +8,12 @@ weights in that dtype), each beside the simulated form ``quant-sim`` (fp32 weigh
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.models import count_params, prunable_layers
 from compress.variants import Form, Manifest, write_variant
@@ -41,7 +41,11 @@ def _manifest(folder: Path, *, variant: str, stage: str, method: str, spec: dict
 def write_int8_onnx(folder: Path, qmodel: nn.Module, base: nn.Module, x_calib: torch.Tensor,
                     ranges: dict[str, tuple[float, float]]) -> Form:
     """W8A8 on ONNX Runtime int8 (static QDQ) with the simulation's weight grid and layer-input ranges."""
-    from compress.quant.deploy import export_onnx, quantize_onnx_int8, simulated_float_model
+    from compress.quant.deploy import (
+        export_onnx,
+        quantize_onnx_int8,
+        simulated_float_model,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(simulated_float_model(qmodel, base), Path(tmp) / "m.onnx", x_calib[:2])
@@ -63,16 +67,23 @@ class PtqVariant:
 
 
 def ptq_variants(base: nn.Module, spec: dict, ranges_file: dict, Q, x_calib: torch.Tensor, out: Path, *, dataset: str,
-                 seed: int, ranges_source: str) -> "list[PtqVariant]":
+                 seed: int, ranges_source: str) -> list[PtqVariant]:
     """Write every PTQ variant of ``Q`` (a PTQConfig) under ``out``: each bit width x each calibration method
     (plus the PT2E W8A8 extras), then each float format. Returns them in order, with their simulated models."""
-    from compress.quant.deploy import export_pt2e_int8, simulated_float_model
     from compress.quant.config import parse_tag
+    from compress.quant.deploy import export_pt2e_int8, simulated_float_model
     from compress.quant.fakequant import quantize_model_float
     from compress.quant.formats import get_format
     from compress.quant.observers import read_ranges
-    from compress.quant.ptq import (build_int_sim, float_sim_cfg, int_sim_cfg, int_specs, save_float_weights,
-                                    save_packed_model, write_sim)
+    from compress.quant.ptq import (
+        build_int_sim,
+        float_sim_cfg,
+        int_sim_cfg,
+        int_specs,
+        save_float_weights,
+        save_packed_model,
+        write_sim,
+    )
 
     done: list[PtqVariant] = []
     nonzero = count_params(base, nonzero=True)
@@ -142,10 +153,10 @@ def write_quant_variant(folder: Path, qmodel: nn.Module, variant: str, stage: st
     """A fake-quant model (``quantize_model`` wrappers) as a variant of the quant family's forms:
     deploy = bit-packed codes + scales + activation ranges (``packed`` runtime), sim = the float
     shadow weights + the per-layer recipe (``quant-sim``).  Returns the deployed bytes."""
+    from compress.models import model_from_spec
     from compress.quant.fakequant import act_spec, weight_spec
     from compress.quant.packing import load_packed
     from compress.quant.ptq import int_sim_cfg, save_packed_model, write_sim
-    from compress.models import model_from_spec
 
     folder.mkdir(parents=True, exist_ok=True)
     layers = prunable_layers(qmodel)
@@ -172,7 +183,11 @@ def write_qat_variant(folder: Path, q: nn.Module, baseline: nn.Module, *, varian
                       check: Callable[[Manifest, Form], None] | None = None) -> tuple[Manifest, Form]:
     """A trained QAT model: bit-packed codes (its simulated form, reloaded by the ``packed`` runtime) and, for
     W8A8, the same grid on ONNX Runtime int8. Returns (manifest, sim form)."""
-    from compress.quant.qat import export_quantized, save_qat_packed, weight_bits_average
+    from compress.quant.qat import (
+        export_quantized,
+        save_qat_packed,
+        weight_bits_average,
+    )
 
     qts, floats, acts = export_quantized(q)
     folder.mkdir(parents=True, exist_ok=True)
@@ -193,4 +208,61 @@ def write_qat_variant(folder: Path, q: nn.Module, baseline: nn.Module, *, varian
     return man, sim
 
 
-__all__ = ["deploy_form", "write_int8_onnx", "PtqVariant", "ptq_variants", "write_quant_variant", "write_qat_variant"]
+
+
+def write_binary_variant(folder: Path, run: dict, B, input_shape, num_classes: int, *, dataset: str,
+                         val: tuple[torch.Tensor, torch.Tensor], note: str) -> dict:
+    """One :func:`compress.quant.binary.train_runs` result as a variant: BinaryConnect runs as the 1-bit
+    packed artifact (``binary-packed``), the fp32 reference MLP as a state dict (``torch-eager``).
+
+    The artifact is re-loaded through its runtime and must reproduce the trained net's validation
+    accuracy (measured in the worker) within 0.1 pp. Returns the run's table row."""
+    from compress.checkpoint import save_state_dict
+    from compress.evaluate import accuracy
+    from compress.models import MLP
+    from compress.quant.binary import BinaryMLP, packed_size_bound, save_binary
+    from compress.runtimes import load_predictor
+    from compress.variants import model_spec, read_manifest
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    method, seed = run["method"], run["seed"]
+    common = {"epochs": B.epochs, "early_stop_iteration": run["best_iteration"], "note": note}
+    if method == "fp32":
+        kwargs = {"hidden": list(B.hidden), "batchnorm": True}
+        model = MLP(input_shape, num_classes, **kwargs)
+        model.load_state_dict(run["state"])
+        path = save_state_dict(model.eval(), folder / "model.safetensors")
+        manifest = Manifest(variant=folder.name, stage="binary", method="fp32-mlp", model=model_spec("mlp", kwargs, input_shape, num_classes),
+                            dataset=dataset, seed=seed, avg_weight_bits=32.0, act_bits=None, sparsity=0.0,
+                            params=count_params(model, nonzero=True), deploy=Form("torch-eager", ["model.safetensors"]),
+                            notes="unregularised fp32 reference of the BinaryConnect table",
+                            extra={"test_error": run["test_error"], **common})
+    else:
+        model = BinaryMLP(input_shape, num_classes, hidden=B.hidden, mode=method)
+        model.load_state_dict(run["state"])
+        model.eval().set_eval_weights("binary")
+        path = save_binary(model, folder / "model.bc1.safetensors")
+        n_w = sum(m.weight.numel() for _, m in model.binary_layers())
+        n_out = sum(m.out_features for _, m in model.binary_layers())
+        manifest = Manifest(
+            variant=folder.name, stage="binary", method=f"binaryconnect-{method}",
+            model=model_spec("binaryconnect_mlp", {"hidden": list(B.hidden), "mode": method}, input_shape, num_classes),
+            dataset=dataset, seed=seed, avg_weight_bits=1.0, act_bits=None, sparsity=0.0, params=n_w + 2 * n_out,
+            deploy=Form("binary-packed", [path.name]),
+            notes="1 bit per weight (numpy.packbits) + BN folded to fp32 scale/shift; deployed with sign(w_r)"
+                  + ("; the paper reports stoch with real-valued weights (see extra)" if method == "stoch" else ""),
+            extra={"test_error_binary_weights": run["test_error_binary"], "test_error_real_weights": run["test_error_real"],
+                   "size_bound_bytes": packed_size_bound(model), **common})
+    write_variant(folder, manifest)
+    got = accuracy(load_predictor(folder, read_manifest(folder)), val[0], val[1])
+    want = 1 - run["val_error_deployed"] / 100
+    if abs(got - want) > 1e-3:
+        raise RuntimeError(f"{folder.name}: the artifact's val accuracy {got:.4f} disagrees with the trained net's {want:.4f}")
+    return {"method": method, "seed": seed, "test_error": run["test_error"], "test_error_binary": run["test_error_binary"],
+            "test_error_real": run["test_error_real"], "bytes": path.stat().st_size, "best_iteration": run["best_iteration"],
+            "seconds": round(run["seconds"], 2), "cpu_seconds": round(run["cpu_seconds"], 2)}
+
+
+__all__ = ["PtqVariant", "deploy_form", "ptq_variants", "write_binary_variant", "write_int8_onnx", "write_qat_variant",
+           "write_quant_variant"]

@@ -13,14 +13,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
-from compress.quant.affine import affine_params, check_bits, dequantize, qrange, quantize
+from compress.quant.affine import (
+    affine_params,
+    check_bits,
+    dequantize,
+    qrange,
+    quantize,
+)
 from compress.quant.formats import get_format, round_to_format
 from compress.quant.rounding import check_mode
 
@@ -52,7 +58,7 @@ class QuantSpec:
     def qrange(self) -> tuple[int, int]:
         return qrange(self.bits, self.signed)
 
-    def with_bits(self, bits: int) -> "QuantSpec":
+    def with_bits(self, bits: int) -> QuantSpec:
         sym = self.symmetric and not (self.signed and bits < 2)  # 1-bit signed falls back to asymmetric
         return dataclasses.replace(self, bits=bits, symmetric=sym)
 
@@ -190,7 +196,7 @@ class _QuantMixin:
 
 class QLinear(_QuantMixin, nn.Linear):
     @classmethod
-    def from_float(cls, m: nn.Linear, wspec=None, aspec=None, act_range=None) -> "QLinear":
+    def from_float(cls, m: nn.Linear, wspec=None, aspec=None, act_range=None) -> QLinear:
         q = cls(m.in_features, m.out_features, bias=m.bias is not None, device=m.weight.device, dtype=m.weight.dtype)
         q.weight, q.bias = m.weight, m.bias
         q._setup(wspec, aspec, act_range)
@@ -202,7 +208,7 @@ class QLinear(_QuantMixin, nn.Linear):
 
 class QConv2d(_QuantMixin, nn.Conv2d):
     @classmethod
-    def from_float(cls, m: nn.Conv2d, wspec=None, aspec=None, act_range=None) -> "QConv2d":
+    def from_float(cls, m: nn.Conv2d, wspec=None, aspec=None, act_range=None) -> QConv2d:
         q = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
                 bias=m.bias is not None, padding_mode=m.padding_mode, device=m.weight.device, dtype=m.weight.dtype)
         q.weight, q.bias = m.weight, m.bias
@@ -269,6 +275,19 @@ def quantize_model_float(model: nn.Module, fmt, act_fmt="same", rounding: str = 
     return out
 
 
-__all__ = ["GRANULARITIES", "QuantSpec", "weight_spec", "act_spec", "FakeQuantSTE", "fake_quant", "weight_qparams",
-           "quantize_weight", "dequantize_weight", "fake_quant_weight", "QLinear", "QConv2d", "quantize_model",
-           "quantize_model_float"]
+__all__ = [
+    "GRANULARITIES",
+    "FakeQuantSTE",
+    "QConv2d",
+    "QLinear",
+    "QuantSpec",
+    "act_spec",
+    "dequantize_weight",
+    "fake_quant",
+    "fake_quant_weight",
+    "quantize_model",
+    "quantize_model_float",
+    "quantize_weight",
+    "weight_qparams",
+    "weight_spec",
+]

@@ -61,7 +61,7 @@ class FloatFormat:
         ebits = (self.emax - self.emin + 2).bit_length() if self.has_inf else (self.emax - self.emin + 1).bit_length()
         return 1 + ebits + self.t - 1
 
-    def with_(self, **kw) -> "FloatFormat":
+    def with_(self, **kw) -> FloatFormat:
         d = {**self.__dict__, **kw}
         return FloatFormat(**d)
 
@@ -128,4 +128,4 @@ def round_to_format(x: torch.Tensor, fmt: str | FloatFormat, mode: str = "neares
     return r.to(x.dtype)
 
 
-__all__ = ["FloatFormat", "FLOAT_FORMATS", "OVERFLOW_POLICIES", "get_format", "unit_roundoff", "round_to_format"]
+__all__ = ["FLOAT_FORMATS", "OVERFLOW_POLICIES", "FloatFormat", "get_format", "round_to_format", "unit_roundoff"]

@@ -14,11 +14,11 @@ Each observer has ``update(x)`` and ``range() -> (lo, hi)``.  Adding one is one 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.quant.affine import affine_params, dequantize, qrange, quantize
 
@@ -274,8 +274,19 @@ def calibrate(model: nn.Module, x_calib: torch.Tensor, methods: list[str] | tupl
     return {m: {n: tuple(float(v) for v in obs[n][k].range()) for n in names} for k, m in enumerate(methods)}
 
 
-__all__ = ["Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "HistogramObserver", "PercentileObserver",
-           "MSEObserver", "KLObserver", "OBSERVERS", "make_observer", "calibrate", "read_ranges"]
+__all__ = [
+    "OBSERVERS",
+    "HistogramObserver",
+    "KLObserver",
+    "MSEObserver",
+    "MinMaxObserver",
+    "MovingAverageMinMaxObserver",
+    "Observer",
+    "PercentileObserver",
+    "calibrate",
+    "make_observer",
+    "read_ranges",
+]
 
 
 def ranges_rows(by_bits: dict[str, dict[str, dict[str, tuple[float, float]]]]) -> list[dict]:

@@ -93,8 +93,7 @@ def save_packed(path: str | Path, qtensors: dict[str, QTensor], floats: dict[str
     header = zlib.compress(json.dumps([records, meta or {}], separators=(",", ":")).encode(), 9)
     with open(path, "wb") as f:
         f.write(MAGIC + struct.pack("<I", len(header)) + header)
-        for b in blobs:
-            f.write(b)
+        f.writelines(blobs)
     return path
 
 
@@ -162,4 +161,4 @@ def load_packed(path: str | Path) -> tuple[dict[str, QTensor], dict[str, torch.T
     return qts, floats, meta
 
 
-__all__ = ["pack", "unpack", "QTensor", "save_packed", "load_packed"]
+__all__ = ["QTensor", "load_packed", "pack", "save_packed", "unpack"]

@@ -16,16 +16,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.checkpoint import read_state_dict, save_state_dict
 from compress.models import prunable_layers
-from compress.quant.fakequant import (QConv2d, QLinear, QuantSpec, act_spec, quantize_model, quantize_model_float,
-                                      quantize_weight, weight_spec)
+from compress.quant.fakequant import (
+    QConv2d,
+    QLinear,
+    QuantSpec,
+    act_spec,
+    quantize_model,
+    quantize_model_float,
+    quantize_weight,
+    weight_spec,
+)
 from compress.quant.formats import get_format
 from compress.quant.packing import QTensor, load_packed, save_packed
 from compress.variants import Form, corrupt, missing
@@ -145,5 +153,16 @@ def load_float_weights(path: Path, model: nn.Module, fmt: str, activations: bool
     return quantize_model_float(model.eval(), fmt, "same" if activations else None).eval()
 
 
-__all__ = ["int_specs", "build_int_sim", "write_sim", "int_sim_cfg", "float_sim_cfg", "sim_from_cfg", "load_sim",
-           "save_packed_model", "load_packed_model", "save_float_weights", "load_float_weights"]
+__all__ = [
+    "build_int_sim",
+    "float_sim_cfg",
+    "int_sim_cfg",
+    "int_specs",
+    "load_float_weights",
+    "load_packed_model",
+    "load_sim",
+    "save_float_weights",
+    "save_packed_model",
+    "sim_from_cfg",
+    "write_sim",
+]

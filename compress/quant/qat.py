@@ -24,15 +24,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.models import prunable_layers
 from compress.quant.affine import affine_params
-from compress.quant.fakequant import (QConv2d, QLinear, QuantSpec, _QuantMixin, act_spec, quantize_model, quantize_weight,
-                                      weight_spec)
+from compress.quant.fakequant import (
+    QConv2d,
+    QLinear,
+    QuantSpec,
+    _QuantMixin,
+    act_spec,
+    quantize_model,
+    quantize_weight,
+    weight_spec,
+)
 from compress.quant.packing import QTensor, save_packed
 from compress.quant.rounding import round_
 
@@ -230,6 +238,20 @@ def weight_bits_average(qts: Mapping[str, QTensor], model: nn.Module) -> float:
     return bits / max(total, 1)
 
 
-__all__ = ["QUANTIZERS", "grad_scale", "round_ste", "lsq_fake_quant", "LSQLinear", "LSQConv2d", "prepare_qat", "qat_layers",
-           "make_qat_optimizer", "train_qat", "export_quantized", "baked_state_dict", "save_qat_packed", "weight_bits_average"]
+__all__ = [
+    "QUANTIZERS",
+    "LSQConv2d",
+    "LSQLinear",
+    "baked_state_dict",
+    "export_quantized",
+    "grad_scale",
+    "lsq_fake_quant",
+    "make_qat_optimizer",
+    "prepare_qat",
+    "qat_layers",
+    "round_ste",
+    "save_qat_packed",
+    "train_qat",
+    "weight_bits_average",
+]
 

@@ -23,14 +23,19 @@ and a forward pre-hook recomputes ``<p>`` before every forward.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
-from compress.quant.fakequant import QuantSpec, fake_quant_weight, quantize_weight, weight_spec
+from compress.quant.fakequant import (
+    QuantSpec,
+    fake_quant_weight,
+    quantize_weight,
+    weight_spec,
+)
 
 METHODS = ("kmeans", "uniform")
 INITS = ("linear", "density", "random")
@@ -278,5 +283,20 @@ def params_of(model: nn.Module, names: Iterable[str]) -> list[nn.Parameter]:
     return out
 
 
-__all__ = ["METHODS", "INITS", "MAX_BITS", "check_code_bits", "initial_centroids", "kmeans_1d", "nearest", "CodedState",
-           "share_", "uniform_", "export", "coded_params", "uncode_", "is_coded", "params_of"]
+__all__ = [
+    "INITS",
+    "MAX_BITS",
+    "METHODS",
+    "CodedState",
+    "check_code_bits",
+    "coded_params",
+    "export",
+    "initial_centroids",
+    "is_coded",
+    "kmeans_1d",
+    "nearest",
+    "params_of",
+    "share_",
+    "uncode_",
+    "uniform_",
+]

@@ -18,9 +18,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn as nn
+from torch import nn
 
-from compress.quant.formats import FloatFormat, get_format, round_to_format, unit_roundoff
+from compress.quant.formats import (
+    FloatFormat,
+    get_format,
+    round_to_format,
+    unit_roundoff,
+)
 
 Rounded = Literal["update", "all"]
 
@@ -32,7 +37,7 @@ def gd_step(x: torch.Tensor, fmt: FloatFormat | str, target: float, lr: float, m
     ``rounded="update"``: only the new iterate is rounded, x <- fl(x - lr * 2 (x - target)).
     ``rounded="all"``: every operation is rounded: d = fl(x - a), g = fl(2 d), s = fl(lr g), x <- fl(x - s).
     """
-    fl = lambda v: round_to_format(v, fmt, mode, generator)  # noqa: E731
+    fl = lambda v: round_to_format(v, fmt, mode, generator)
     if rounded == "update":
         return fl(x - lr * 2.0 * (x - target))
     if rounded == "all":
@@ -160,8 +165,17 @@ def train_low_precision(model: nn.Module, train: tuple[torch.Tensor, torch.Tenso
                after_step=lambda m: round_parameters(m, fmt, mode, g), progress=progress)
 
 
-__all__ = ["gd_step", "gd_trajectories", "exact_trajectory", "representable", "stagnation_region", "StagnationResult",
-           "stagnation_demo", "round_parameters", "train_low_precision"]
+__all__ = [
+    "StagnationResult",
+    "exact_trajectory",
+    "gd_step",
+    "gd_trajectories",
+    "representable",
+    "round_parameters",
+    "stagnation_demo",
+    "stagnation_region",
+    "train_low_precision",
+]
 
 
 def stagnation_rows(r: StagnationResult) -> list[dict]:

@@ -292,5 +292,18 @@ def read_artifact(path: str | Path) -> Artifact:
     return deserialize(path.read_bytes(), str(path))
 
 
-__all__ = ["MAGIC", "CODERS", "FLOAT_DTYPES", "gaps_encode", "gaps_decode", "SparseFloat", "Artifact", "serialize",
-           "deserialize", "write_artifact", "read_artifact", "compress_bytes", "decompress_bytes"]
+__all__ = [
+    "CODERS",
+    "FLOAT_DTYPES",
+    "MAGIC",
+    "Artifact",
+    "SparseFloat",
+    "compress_bytes",
+    "decompress_bytes",
+    "deserialize",
+    "gaps_decode",
+    "gaps_encode",
+    "read_artifact",
+    "serialize",
+    "write_artifact",
+]

@@ -7,12 +7,13 @@ at validation time (layer names, bit allocations) and ``run`` that does the work
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
-import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 
 from compress.config import FitConfig
 
@@ -89,4 +90,4 @@ def fit_step(ctx: RecipeContext, cfg: StepFit, index: int, *, desc: str, after_s
     return {"iterations": h.iterations, "fit_seconds": round(h.seconds, 3)}
 
 
-__all__ = ["RecipeError", "StepSettings", "StepFit", "RecipeContext", "Step", "fail", "fit_step"]
+__all__ = ["RecipeContext", "RecipeError", "Step", "StepFit", "StepSettings", "fail", "fit_step"]

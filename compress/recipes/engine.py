@@ -22,15 +22,22 @@ layer.  :func:`run_recipe` runs the steps on a trained baseline and reports one 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
-import torch.nn as nn
 from pydantic import BaseModel, Field, ValidationError
+from torch import nn
 
 from compress.models import MODELS, build_model
-from compress.recipes.base import RecipeContext, RecipeError, Step, StepFit, StepSettings
+from compress.recipes.base import (
+    RecipeContext,
+    RecipeError,
+    Step,
+    StepFit,
+    StepSettings,
+)
 from compress.recipes.registry import STEPS
 
 DEFAULT_INPUT = (1, 28, 28)
@@ -297,5 +304,15 @@ def run_recipe(recipe: Recipe, baseline: nn.Module, train, val, *, seed: int, ba
     return RecipeResult(recipe.name, spec, dict(ctx.monarch), ctx.model.eval(), ctx.final_bytes, trail, summary)
 
 
-__all__ = ["BaselineSettings", "Recipe", "validate_recipe", "validate_recipes", "train_baseline", "baseline_key", "fp32_bytes",
-           "RecipeResult", "run_recipe", "RecipeError"]
+__all__ = [
+    "BaselineSettings",
+    "Recipe",
+    "RecipeError",
+    "RecipeResult",
+    "baseline_key",
+    "fp32_bytes",
+    "run_recipe",
+    "train_baseline",
+    "validate_recipe",
+    "validate_recipes",
+]

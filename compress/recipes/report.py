@@ -73,4 +73,4 @@ def plot_trail(rows: list[dict], path: str | Path, title: str = "Recipe trails: 
     return path
 
 
-__all__ = ["ARTIFACT", "recipe_manifest", "write_recipe_variant", "plot_trail"]
+__all__ = ["ARTIFACT", "plot_trail", "recipe_manifest", "write_recipe_variant"]

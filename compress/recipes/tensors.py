@@ -10,7 +10,7 @@ Every other tensor of the state dict (biases, norms) is stored as float.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.models import build_model, prunable_layers
 from compress.prune.masks import is_masked
@@ -107,5 +107,15 @@ def prunable_names(model: nn.Module) -> list[str]:
     return list(prunable_layers(model))
 
 
-__all__ = ["codable", "layer_of", "current", "keep_mask", "reference_model", "to_artifact", "model_from_artifact",
-           "model_from_bytes", "weight_counts", "prunable_names"]
+__all__ = [
+    "codable",
+    "current",
+    "keep_mask",
+    "layer_of",
+    "model_from_artifact",
+    "model_from_bytes",
+    "prunable_names",
+    "reference_model",
+    "to_artifact",
+    "weight_counts",
+]

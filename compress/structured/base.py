@@ -21,7 +21,7 @@ import importlib
 from typing import Any, ClassVar
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 # structure name -> the module that defines it (its STRUCTURE attribute is the class)
 STRUCTURE_MODULES: dict[str, str] = {
@@ -45,11 +45,11 @@ class StructuredLinear(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, shape) -> "StructuredLinear":
+    def from_dense(cls, linear: nn.Linear, shape) -> StructuredLinear:
         raise NotImplementedError
 
     @classmethod
-    def empty(cls, shape, bias: bool = True) -> "StructuredLinear":
+    def empty(cls, shape, bias: bool = True) -> StructuredLinear:
         raise NotImplementedError
 
     def to_dense(self) -> torch.Tensor:
@@ -133,5 +133,15 @@ def projection_error(linear: nn.Linear, kind: str, shape) -> float:
     return float((s - w).norm() / w.norm().clamp_min(1e-300))
 
 
-__all__ = ["STRUCTURE_MODULES", "StructuredLinear", "structure", "linear_layers", "resolve_layers", "plan", "structurize",
-           "structured_layers", "replaced_params", "projection_error"]
+__all__ = [
+    "STRUCTURE_MODULES",
+    "StructuredLinear",
+    "linear_layers",
+    "plan",
+    "projection_error",
+    "replaced_params",
+    "resolve_layers",
+    "structure",
+    "structured_layers",
+    "structurize",
+]

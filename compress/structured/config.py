@@ -40,7 +40,9 @@ class StructuredConfig(Section):
     @field_validator("structure")
     @classmethod
     def _structure(cls, v: str) -> str:
-        from compress.structured.base import STRUCTURE_MODULES  # the registry is the only source of names
+        from compress.structured.base import (
+            STRUCTURE_MODULES,  # the registry is the only source of names
+        )
 
         if v not in STRUCTURE_MODULES:
             raise ValueError(f"unknown structure {v!r}; allowed: {', '.join(STRUCTURE_MODULES)}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch.nn as nn
+from torch import nn
 
 from compress.checkpoint import save_state_dict
 from compress.models import count_params

@@ -33,7 +33,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.structured.base import StructuredLinear
 
@@ -187,11 +187,11 @@ class MonarchLinear(StructuredLinear):
         return MonarchShape(**d)
 
     @classmethod
-    def empty(cls, shape: MonarchShape, bias: bool = True) -> "MonarchLinear":
+    def empty(cls, shape: MonarchShape, bias: bool = True) -> MonarchLinear:
         return cls(shape, bias=bias)
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, shape: MonarchShape) -> "MonarchLinear":
+    def from_dense(cls, linear: nn.Linear, shape: MonarchShape) -> MonarchLinear:
         return cls.from_linear(linear, shape)
 
     def to_dense(self) -> torch.Tensor:
@@ -199,7 +199,7 @@ class MonarchLinear(StructuredLinear):
         return monarch_to_dense(self.w1, self.w2, self.shape)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, shape: MonarchShape) -> "MonarchLinear":
+    def from_linear(cls, linear: nn.Linear, shape: MonarchShape) -> MonarchLinear:
         """The Frobenius-nearest Monarch layer to ``linear`` (bias copied)."""
         if (linear.in_features, linear.out_features) != (shape.in_features, shape.out_features):
             raise ValueError(f"shape {shape} does not match {linear}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.quant.fakequant import QuantSpec, quantize_weight, weight_spec
 from compress.quant.packing import QTensor, load_packed, save_packed

@@ -8,14 +8,19 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.models import build_model, count_params
-from compress.structured.base import plan, projection_error, replaced_params, structurize
+from compress.structured.base import (
+    plan,
+    projection_error,
+    replaced_params,
+    structurize,
+)
 from compress.structured.config import REFERENCE_MODELS
 from compress.structured.export import spec_matches
 from compress.structured.quantize import fake_quantized
@@ -92,4 +97,4 @@ def summary(res: Replaced, kind: str, model: str, source: str) -> dict:
             "val_acc_drop_pp": 100 * (res.val_acc["dense"] - res.val_acc["finetuned"])}
 
 
-__all__ = ["reference", "Replaced", "check_plan", "replace_and_finetune", "summary"]
+__all__ = ["Replaced", "check_plan", "reference", "replace_and_finetune", "summary"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch.nn as nn
+from torch import nn
 
 from compress.checkpoint import load_into
 from compress.models import model_from_spec

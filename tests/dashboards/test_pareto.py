@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 
 from dashboards.figures import all_figures
-from dashboards.pareto import FRONTS, build, mark_fronts, pareto_mask, points_from_files, points_from_mlflow, replicate_groups
+from dashboards.pareto import (
+    FRONTS,
+    build,
+    mark_fronts,
+    pareto_mask,
+    points_from_files,
+    points_from_mlflow,
+    replicate_groups,
+)
 
 
 def _dominates(a, b, maximize):

@@ -1,7 +1,7 @@
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 # tiny tensors: one thread avoids oversubscribing the shared cores
 torch.set_num_threads(1)

@@ -51,8 +51,8 @@ def test_iterative_magnitude_pruning_keeps_lenet5_within_0p3pp_at_90pct(lenet5):
 
 @pytest.mark.slow
 def test_hawq_sensitivity_beats_uniform_and_is_within_1pp_at_2p5_bits(lenet5):
-    from compress.hessian import hawq
     from compress.config import FitConfig as FinetuneConfig
+    from compress.hessian import hawq
     from compress.quant.observers import calibrate
 
     model, split = lenet5

@@ -1,12 +1,12 @@
 """Variant folders written by the hawq/obd stages load back through the runtime registry."""
 import torch
 
+from compress.prune.export import write_sparse_variant
 from compress.prune.masks import apply_masks
+from compress.quant.export import write_quant_variant
 from compress.quant.fakequant import quantize_model
 from compress.runtimes import load_predictor
 from compress.variants import read_manifest
-from compress.prune.export import write_sparse_variant
-from compress.quant.export import write_quant_variant
 
 SPEC = {"name": "mlp", "kwargs": {"hidden": [16]}, "input_shape": [1, 4, 4], "num_classes": 3}
 

@@ -1,7 +1,7 @@
 """Optimal Brain Damage: exact saliencies, global lowest-saliency deletion, the iterative procedure."""
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.config import FitConfig
 from compress.hessian.config import ObdConfig, ProbeConfig

@@ -34,7 +34,7 @@ def test_hutchinson_negatives_are_not_deleted_first(relu):
     assert n_neg > 5 and got.negative_raw == raw.negative_raw == n_neg  # 4 probes: many raw estimates below zero
     assert all(torch.all(got.diag[n] > 0) for n in got.diag)  # the true H_ii >= 0 (ReLU + cross-entropy)
     # the handled estimate is closer to the exact diagonal than the raw one, in total
-    err = lambda d: sum(float((d[n] - exact.diag[n]).abs().sum()) for n in d)  # noqa: E731
+    err = lambda d: sum(float((d[n] - exact.diag[n]).abs().sum()) for n in d)
     assert err(got.diag) < err(raw.diag)
     # raw: every negative-estimate weight has a negative saliency, so all of them come first in the deletion order
     sal_raw, sal = obd.saliency(model, raw.diag), obd.saliency(model, got.diag)

@@ -5,7 +5,16 @@ import torch
 
 from compress.models import build_model, prunable_layers
 from compress.prune import masks as M
-from compress.prune.imp import layer_rates, random_masks, rounds_to_target, run_lottery
+from compress.prune.imp import (
+    ModelBuilder,
+    control_rounds,
+    layer_rates,
+    random_masks,
+    rounds_to_target,
+    run_imp,
+    run_lottery,
+    train_to_early_stop,
+)
 
 
 def _data(n, seed):
@@ -101,26 +110,165 @@ def test_ticket_restarts_from_masked_w0():
 
 
 def test_rewind_uses_the_weights_of_iteration_k(monkeypatch):
-    import compress.prune.imp as imp
-    from compress.train import fit
+    from compress.prune import imp
 
     data = _data(128, 0)
     k = 3
-    seen = []
-    real = imp.set_weights
-    monkeypatch.setattr(imp, "set_weights", lambda m, s: (seen.append({n: v.clone() for n, v in s.items()}), real(m, s))[1])
+    starts = []
+    real = imp._run_task
+    monkeypatch.setattr(imp, "_run_task", lambda task: (starts.append((task["round"], task.get("start"))), real(task))[1])
     imp.run_lottery(_build, data, data, data, CFG, seed=4, rate=0.5, output_rate=0.25, target_remaining=0.6,
                     rewind_iteration=k, controls=())
-    # the same dense run by hand, recording the weights after optimizer step k
-    ref, step = {}, {"it": 0}
-
-    def grab(m):
-        step["it"] += 1
-        if step["it"] == k:
-            ref.update(M.dense_state_dict(m))
-
-    fit(_build(4), data, data, CFG, seed=4, after_step=grab, progress=False)
+    # the same dense run by hand, capturing the weights after optimizer step k
+    ref = imp.train_to_early_stop(_build(4), data, data, None, CFG, seed=4, capture_iteration=k)[1]["captured"]
     w0 = M.dense_state_dict(_build(4))
-    assert len(seen) == 1 and set(seen[0]) == set(ref)
-    assert all(torch.equal(seen[0][n], ref[n]) for n in ref)
-    assert any(not torch.equal(seen[0][n], w0[n]) for n in w0)
+    (r0, s0), (r1, s1) = starts
+    assert (r0, r1) == (0, 1) and all(torch.equal(s0[n], w0[n]) for n in w0)  # round 0 trains from w0 ...
+    assert all(torch.equal(s1[n], ref[n]) for n in ref)  # ... round 1 restarts from θ_k
+    assert any(not torch.equal(s1[n], w0[n]) for n in w0)
+
+
+def _cfg(**kw):
+    return SimpleNamespace(**{**vars(CFG), **kw})
+
+
+def test_patience_rule_stops_and_flags_the_budget():
+    """lr = 0: the validation loss never improves after the first evaluation (iteration 5)."""
+    data = _data(64, 0)
+    res, _ = train_to_early_stop(_build(0), data, data, data, _cfg(optimizer="sgd", lr=0.0, momentum=0.0,
+                                        eval_every=5, patience=10, max_iterations=1000), seed=0)
+    assert (res["early_stop_iteration"], res["iterations"], res["budget_hit"]) == (5, 15, False)
+    res, _ = train_to_early_stop(_build(0), data, data, data, _cfg(optimizer="sgd", lr=0.0, momentum=0.0,
+                                    eval_every=5, patience=10, max_iterations=12), seed=0)
+    assert (res["early_stop_iteration"], res["iterations"], res["budget_hit"]) == (5, 12, True)  # budget ended it
+
+
+def test_early_stop_iteration_is_the_validation_minimum_and_test_is_read_there():
+    train, val, test = _data(256, 0), _data(128, 1), _data(128, 2)
+    seen = []
+    from compress.prune import imp
+
+    real = imp.evaluate_model
+
+    def spy(model, x, y, *a, **k):
+        out = real(model, x, y, *a, **k)
+        seen.append((x is val[0], x is test[0], out))
+        return out
+
+    imp.evaluate_model = spy
+    try:
+        res, states = train_to_early_stop(_build(1), train, val, test, _cfg(max_iterations=200, patience=30), seed=1)
+    finally:
+        imp.evaluate_model = real
+    reloaded = _build(1)
+    reloaded.load_state_dict(states["early_stop"])
+    assert real(reloaded, *test)[1] == res["test_acc"]  # the early-stop weights are the ones measured
+    vals = [o for is_val, _, o in seen if is_val]
+    tests = [o for _, is_test, o in seen if is_test]
+    best = min(range(len(vals)), key=lambda i: vals[i][0])
+    assert res["early_stop_iteration"] == 5 * (best + 1) and res["val_loss"] == vals[best][0]
+    assert len(tests) == 1 and res["test_acc"] == tests[0][1]  # the test split is read once, at the early stop
+    assert res["iterations"] - res["early_stop_iteration"] >= 30 or res["budget_hit"]
+
+
+def _manual_masked_training(ref, masks, train, cfg, seed, steps, make_opt):
+    """The reference: torch.nn.utils.prune masks (weight_orig * mask in forward) + autograd + torch.optim."""
+    import torch.nn.functional as F
+
+    M.apply_masks(ref, masks)
+    opt = make_opt(list(ref.parameters()))
+    g, it = torch.Generator().manual_seed(seed), 0
+    while it < steps:
+        perm = torch.randperm(len(train[1]), generator=g)
+        for i in range(0, len(train[1]), cfg.batch_size):
+            sel = perm[i : i + cfg.batch_size]
+            opt.zero_grad()
+            F.cross_entropy(ref(train[0][sel]), train[1][sel]).backward()
+            opt.step()
+            it += 1
+            if it == steps:
+                break
+    return M.dense_state_dict(ref)
+
+
+def _masks(seed=0):
+    return {n: torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(seed + i)) > 0.6
+            for i, (n, m) in enumerate(prunable_layers(_build(0)).items())}
+
+
+def test_gradient_masking_trains_exactly_like_a_forward_mask():
+    """Autograd path (SGD + momentum): zeroed weights + masked gradients == weight_orig * mask, bit for bit."""
+    train, val = _data(256, 0), _data(64, 1)
+    masks = _masks()
+    cfg = _cfg(optimizer="sgd", lr=0.05, momentum=0.9, max_iterations=17, eval_every=100)
+    model = _build(2)
+    train_to_early_stop(model, train, val, None, cfg, seed=2, masks=masks)
+    want = _manual_masked_training(_build(2), masks, train, cfg, 2, 17,
+                                   lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True))
+    got = model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    for n, m in masks.items():
+        w = got[f"{n}.weight"]
+        assert torch.all(w[~m] == 0) and torch.all(w[m] != 0)  # pruned exactly zero, survivors trained
+
+
+def test_mlp_step_matches_autograd_and_fused_adam():
+    """The hand-written MLP step (used for MLPs under Adam) == autograd + Adam(fused=True) up to rounding."""
+    from compress.prune.imp import MLPStep
+
+    train, val = _data(256, 0), _data(64, 1)
+    masks = _masks(5)
+    cfg = _cfg(max_iterations=30, eval_every=100)
+    assert MLPStep.supports(_build(0), cfg) and not MLPStep.supports(_build(0), _cfg(optimizer="sgd"))
+    assert not MLPStep.supports(build_model("mlp", (1, 8, 8), 4, hidden=[8], batchnorm=True), cfg)
+    model = _build(3)
+    train_to_early_stop(model, train, val, None, cfg, seed=3, masks=masks)
+    want = _manual_masked_training(_build(3), masks, train, cfg, 3, 30,
+                                   lambda ps: torch.optim.Adam(ps, lr=cfg.lr, fused=True))
+    got = model.state_dict()
+    assert all(torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-6) for k in want)
+    moved = sum(float((got[k] - _build(3).state_dict()[k]).abs().max()) for k in want)
+    assert moved > 1e-2  # it trained
+    for n, m in masks.items():
+        assert torch.all(got[f"{n}.weight"][~m] == 0)
+
+
+def test_fused_adam_kernel_call_equals_the_optimizer():
+    """MLPStep calls torch._fused_adam_ the way torch.optim.Adam(fused=True) does: same bits after 3 steps."""
+    torch.manual_seed(0)
+    p1 = [torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)]
+    p2 = [p.detach().clone() for p in p1]
+    grads = [[torch.randn_like(p) for p in p2] for _ in range(3)]
+    opt = torch.optim.Adam(p1, lr=1e-3, weight_decay=1e-4, fused=True)
+    m, v, st = [torch.zeros_like(p) for p in p2], [torch.zeros_like(p) for p in p2], [torch.zeros(()) for _ in p2]
+    for g in grads:
+        for p, gg in zip(p1, g):
+            p.grad = gg.clone()
+        opt.step()
+        torch._foreach_add_(st, 1)
+        torch._fused_adam_(p2, [gg.clone() for gg in g], m, v, [], st, lr=1e-3, beta1=0.9, beta2=0.999,
+                           weight_decay=1e-4, eps=1e-8, amsgrad=False, maximize=False)
+    assert all(torch.equal(a.detach(), b) for a, b in zip(p1, p2))
+
+
+def test_workers_give_bit_identical_rows():
+    train, val, test = _data(256, 0), _data(128, 1), _data(128, 2)
+    build = ModelBuilder("mlp", (1, 8, 8), 4, {"hidden": [32, 16], "init": "glorot"})
+    kw = dict(seeds=[0, 1], rate=0.5, output_rate=0.25, target_remaining=0.2,
+              controls={"reinit": [2, 3], "random_mask": [3]})
+    cfg = _cfg(max_iterations=60, patience=15)
+    seq = run_imp(build, train, val, test, cfg, workers=1, **kw)
+    par = run_imp(build, train, val, test, cfg, workers=2, **kw)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")} for r in rows]
+    assert strip(seq) == strip(par)
+    assert [(r["seed"], r["round"], r["kind"]) for r in seq] == [
+        (s, r, k) for s in (0, 1) for r, k in [(0, "ticket"), (1, "ticket"), (2, "ticket"), (2, "reinit"),
+                                               (3, "ticket"), (3, "reinit"), (3, "random_mask")]]
+
+
+def test_control_rounds_pick_the_nearest_levels():
+    m = build_model("lenet300", (1, 28, 28), 10)
+    assert control_rounds(m, 0.2, 0.1, 15, at_remaining=[0.087, 0.036]) == [11, 15]
+    assert control_rounds(m, 0.2, 0.1, 15, at_remaining=[0.056]) == [13]
+    assert control_rounds(m, 0.2, 0.1, 15, max_remaining=0.1) == [11, 12, 13, 14, 15]
+    assert control_rounds(m, 0.2, 0.1, 15) == list(range(1, 16))

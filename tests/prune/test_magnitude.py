@@ -4,7 +4,13 @@ import torch.nn.functional as F
 
 from compress.models import build_model, prunable_layers
 from compress.prune import masks as M
-from compress.prune.magnitude import compute_masks, l1_penalty, prune_model, rate_masks, SCORES
+from compress.prune.magnitude import (
+    SCORES,
+    compute_masks,
+    l1_penalty,
+    prune_model,
+    rate_masks,
+)
 
 
 def _model(seed=0):

@@ -15,6 +15,7 @@ from compress.models import build_model, count_params
 from compress.runtimes import load_predictor
 from compress.variants import discover, model_spec
 from tests.conftest import project_layout
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
     ({"lottery": {"rate": 1.0}}, "lottery.rate = 1.0"),
     ({"lottery": {"rate": 0}}, "lottery.rate = 0"),
     ({"lottery": {"output_rate": 1.5}}, "lottery.output_rate = 1.5"),
+    ({"lottery": {"patience": 30_000}}, "lottery.patience"),
+    ({"lottery": {"patience": 50}}, "at least eval_every (100)"),
+    ({"lottery": {"controls_at": [0.05, 1.5]}}, "lottery.controls_at"),
+    ({"lottery": {"workers": 0}}, "lottery.workers = 0"),
     ({"prune": {"variants": {"a": {"criterion": "topk"}}}}, "k is required"),
     ({"prune": {"storage": "zip"}}, "prune.storage = 'zip'"),
 ])
@@ -45,8 +50,8 @@ def _setup(tmp_path, digits_prepared, prune=None, lottery=None):
     params = {"data": {"source": "digits", "val_size": 200, "calib_size": 128},
               "tracking": {"enabled": False},
               "prune": {"finetune": {"max_iterations": 5}, **(prune or {})},
-              "lottery": {"iterations": 10, "eval_every": 5, "seeds": [0, 1], "target_remaining": 0.85,
-                          "model": "mlp", "model_kwargs": {"hidden": [32, 16]}, **(lottery or {})}}
+              "lottery": {"iterations": 10, "eval_every": 5, "patience": 5, "seeds": [0, 1], "target_remaining": 0.85,
+                          "controls": ["reinit", "random_mask"], "model": "mlp", "model_kwargs": {"hidden": [32, 16]}, **(lottery or {})}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path, count_params(model)

@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from compress.quant.affine import affine_params, dequantize, qrange, quantize, torch_scale
+from compress.quant.affine import (
+    affine_params,
+    dequantize,
+    qrange,
+    quantize,
+    torch_scale,
+)
 
 # The lecture's worked example: X in [0, 1] mapped to int8 [-128, 127], so s = 255 and
 # X_q = round(255 (X - 0) - 128).  0.5 -> -0.5 is a tie and rounds to the even integer 0.
@@ -61,7 +67,7 @@ def test_lecture_formula_without_integer_zero_point():
     lo, hi = -0.37, 1.91
     s, z = affine_params(lo, hi, 8, signed=True, include_zero=False, integer_zero_point=False)
     x = torch.linspace(lo, hi, 50)
-    expected = torch.round(((255 / (hi - lo)) * (x - lo) - 128)).clamp(-128, 127)
+    expected = torch.round((255 / (hi - lo)) * (x - lo) - 128).clamp(-128, 127)
     assert torch.equal(quantize(x, s, z, -128, 127), expected)
 
 

@@ -9,9 +9,20 @@ import torch
 import torch.nn.functional as F
 
 from compress.config import ConfigError, validate_params
-from compress.quant.binary import (BinarizeSTE, BinaryLinear, BinaryMLP, binarize, clip_weights, glorot_lr_scales,
-                                   hard_sigmoid, load_packed, make_optimizer, packed_size_bound, save_packed,
-                                   train_binaryconnect)
+from compress.quant.binary import (
+    BinarizeSTE,
+    BinaryLinear,
+    BinaryMLP,
+    binarize,
+    binary_optimizer,
+    clip_weights,
+    glorot_lr_scales,
+    hard_sigmoid,
+    load_binary,
+    packed_size_bound,
+    save_binary,
+    train_binaryconnect,
+)
 
 
 def test_det_binarization_is_sign_with_zero_to_plus_one():
@@ -69,10 +80,13 @@ def test_clip_after_update_keeps_real_weights_in_unit_interval_but_not_biases():
 
 
 def test_glorot_lr_scale_matches_reference_formula():
+    """Reference code (mnist.py, H = 1, W_LR_scale = "Glorot"): 1 / sqrt(1.5 / (fan_in + fan_out))."""
     model = BinaryMLP((1, 28, 28), 10, hidden=[1024], mode="det")
     s = glorot_lr_scales(model)
-    assert s["net.1"] == pytest.approx(1 / math.sqrt(6 / (784 + 1024)))
-    opt = make_optimizer(model, "adam", 1e-3)
+    assert s["net.1"] == pytest.approx(1 / math.sqrt(1.5 / (784 + 1024)))
+    assert s["net.1"] == pytest.approx(2 / math.sqrt(6 / (784 + 1024)))  # twice Glorot's uniform-bound inverse
+    assert s["net.4"] == pytest.approx(math.sqrt((1024 + 10) / 1.5))
+    opt = binary_optimizer(model, "adam", 1e-3)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * s["net.1"])
     assert opt.param_groups[-1]["lr"] == pytest.approx(1e-3)
 
@@ -89,8 +103,8 @@ def _trained_like(mode: str) -> BinaryMLP:
 @pytest.mark.parametrize("mode", ["det", "stoch"])
 def test_packed_artifact_is_one_bit_per_weight_and_reproduces_the_binary_net(tmp_path, mode):
     model = _trained_like(mode).set_eval_weights("binary")
-    path = save_packed(model, tmp_path / "m.safetensors")
-    layers = load_packed(path)
+    path = save_binary(model, tmp_path / "m.safetensors")
+    layers = load_binary(path)
     for (_, m), layer in zip(model.binary_layers(), layers):
         assert torch.equal(layer["weight"], torch.where(m.weight >= 0, 1.0, -1.0))
     from compress.quant.binary import PackedBinaryMLP
@@ -108,7 +122,7 @@ def test_binary_packed_runtime_loads_a_variant(tmp_path):
     from compress.variants import Form, Manifest, write_variant
 
     model = _trained_like("det")
-    save_packed(model, tmp_path / "m.bc1.safetensors")
+    save_binary(model, tmp_path / "m.bc1.safetensors")
     man = Manifest(variant="t", stage="binary", method="binaryconnect-det",
                    model={"name": "binaryconnect_mlp", "kwargs": {}, "input_shape": [1, 16, 16], "num_classes": 4},
                    dataset="synthetic", seed=0, avg_weight_bits=1.0, act_bits=None, sparsity=0.0, params=0,
@@ -145,3 +159,38 @@ def test_bad_binary_params_name_the_key(section, key, bad):
 def test_unknown_mode_in_library_names_allowed_modes():
     with pytest.raises(ValueError, match="det, stoch"):
         BinaryLinear(3, 2, mode="ternary")
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0  # (N, 1, 8, 8)
+    y = torch.tensor(d.target)
+    return (x[:1000], y[:1000]), (x[1000:1400], y[1000:1400]), (x[1400:], y[1400:])
+
+
+def test_train_runs_in_workers_match_in_process_and_report_the_protocol_errors():
+    from compress.quant.binary import train_runs
+    from compress.train import evaluate_model
+
+    train, val, test = _digits()
+    cfg = SimpleNamespace(epochs=2, batch_size=100, optimizer="adam", lr=3e-3, momentum=0.9, schedule="cosine",
+                          max_iterations=None, eval_every=0)
+    runs = [("det", 0), ("stoch", 1), ("fp32", 0)]
+    kw = dict(hidden=[64], cfg=cfg, fp32_lr=1e-3)
+    seq = train_runs(train, val, test, (1, 8, 8), 10, runs, workers=1, **kw)
+    par = train_runs(train, val, test, (1, 8, 8), 10, runs, workers=2, **kw)
+    assert [(r["method"], r["seed"]) for r in seq] == runs
+    for a, b in zip(seq, par):
+        assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+        assert {k: a[k] for k in ("test_error", "test_error_binary", "test_error_real", "best_iteration")} == \
+               {k: b[k] for k in ("test_error", "test_error_binary", "test_error_real", "best_iteration")}
+    det, stoch, fp32 = seq
+    model = BinaryMLP((1, 8, 8), 10, hidden=[64], mode="det")
+    model.load_state_dict(det["state"])
+    model.eval()
+    assert det["test_error"] == det["test_error_binary"] == pytest.approx(100 * (1 - evaluate_model(model, *test)[1]))
+    assert det["val_error_deployed"] == pytest.approx(100 * (1 - evaluate_model(model, *val)[1]))
+    assert stoch["test_error"] == stoch["test_error_real"] and fp32["test_error_binary"] is None
+    assert len(det["history"]) == 2 and det["test_error"] < 50  # it learned (chance: 90 % error)

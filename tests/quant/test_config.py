@@ -1,7 +1,12 @@
 import pytest
 
 from compress.config import ConfigError, validate_params
-from compress.quant.config import CalibrateConfig, PTQConfig, check_ptq_against_calibrate, parse_tag
+from compress.quant.config import (
+    CalibrateConfig,
+    PTQConfig,
+    check_ptq_against_calibrate,
+    parse_tag,
+)
 
 
 @pytest.mark.parametrize("raw,needle", [

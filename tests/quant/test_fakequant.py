@@ -1,10 +1,19 @@
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.models import LeNet5, prunable_layers
-from compress.quant.fakequant import (QConv2d, QLinear, QuantSpec, dequantize_weight, fake_quant, fake_quant_weight,
-                                      quantize_model, quantize_model_float, quantize_weight)
+from compress.quant.fakequant import (
+    QConv2d,
+    QLinear,
+    QuantSpec,
+    dequantize_weight,
+    fake_quant,
+    fake_quant_weight,
+    quantize_model,
+    quantize_model_float,
+    quantize_weight,
+)
 from compress.quant.formats import round_to_format
 
 

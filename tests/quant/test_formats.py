@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from compress.quant.formats import FLOAT_FORMATS, FloatFormat, get_format, round_to_format, unit_roundoff
+from compress.quant.formats import (
+    FLOAT_FORMATS,
+    FloatFormat,
+    get_format,
+    round_to_format,
+    unit_roundoff,
+)
 from compress.quant.rounding import ROUNDING_MODES
 
 

@@ -9,8 +9,17 @@ from compress.quant.affine import affine_params
 from compress.quant.deploy import export_onnx, quantize_onnx_int8, simulated_float_model
 from compress.quant.fakequant import quantize_model_float
 from compress.quant.observers import calibrate
-from compress.quant.ptq import (build_int_sim, float_sim_cfg, int_sim_cfg, int_specs, load_float_weights, load_packed_model,
-                                save_float_weights, save_packed_model, write_sim)
+from compress.quant.ptq import (
+    build_int_sim,
+    float_sim_cfg,
+    int_sim_cfg,
+    int_specs,
+    load_float_weights,
+    load_packed_model,
+    save_float_weights,
+    save_packed_model,
+    write_sim,
+)
 from compress.runtimes import load_predictor
 from compress.variants import Form, Manifest, model_spec
 
@@ -154,7 +163,7 @@ def test_two_bit_symmetric_has_three_levels_asymmetric_four(setup):
 
     sym, _ = int_specs(2, None, symmetric=True)
     asym, _ = int_specs(2, None, symmetric=False)
-    levels = lambda spec: max(len(r.unique()) for r in fake_quant_weight(w, spec))  # noqa: E731
+    levels = lambda spec: max(len(r.unique()) for r in fake_quant_weight(w, spec))
     assert levels(sym) == 3 and levels(asym) == 4
-    err = lambda spec: (fake_quant_weight(w, spec) - w).pow(2).mean()  # noqa: E731
+    err = lambda spec: (fake_quant_weight(w, spec) - w).pow(2).mean()
     assert err(asym) < err(sym)

@@ -5,15 +5,23 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from compress.config import ConfigError, validate_params
+from compress.quant.config import parse_bits
 from compress.quant.fakequant import quantize_model
 from compress.quant.observers import calibrate
 from compress.quant.packing import load_packed
-from compress.quant.qat import (LSQLinear, export_quantized, lsq_fake_quant, make_qat_optimizer, prepare_qat, qat_layers,
-                                save_qat_packed, train_qat)
-from compress.quant.config import parse_bits
+from compress.quant.qat import (
+    LSQLinear,
+    export_quantized,
+    lsq_fake_quant,
+    make_qat_optimizer,
+    prepare_qat,
+    qat_layers,
+    save_qat_packed,
+    train_qat,
+)
 from compress.train import evaluate_model
 
 

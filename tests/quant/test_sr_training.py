@@ -6,8 +6,15 @@ import torch
 
 from compress.config import ConfigError, validate_params
 from compress.quant.formats import round_to_format, unit_roundoff
-from compress.quant.sr_training import (exact_trajectory, gd_step, gd_trajectories, representable, stagnation_demo,
-                                        stagnation_region, train_low_precision)
+from compress.quant.sr_training import (
+    exact_trajectory,
+    gd_step,
+    gd_trajectories,
+    representable,
+    stagnation_demo,
+    stagnation_region,
+    train_low_precision,
+)
 
 FMT, A = "fp8_e5m2", 1024.0
 

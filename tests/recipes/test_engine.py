@@ -7,7 +7,12 @@ import torch
 
 from compress.data import load_split
 from compress.recipes.base import RecipeContext
-from compress.recipes.engine import fp32_bytes, run_recipe, train_baseline, validate_recipe
+from compress.recipes.engine import (
+    fp32_bytes,
+    run_recipe,
+    train_baseline,
+    validate_recipe,
+)
 from compress.recipes.tensors import codable, keep_mask
 from compress.train import evaluate_model
 

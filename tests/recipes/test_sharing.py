@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from compress.quant import sharing as S
 

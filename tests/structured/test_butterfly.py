@@ -4,9 +4,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.structured.butterfly import (apply_factor, butterfly_apply, butterfly_dense, butterfly_to_monarch,
-                                           random_butterfly)
-from compress.structured.monarch import MonarchLinear, MonarchShape, monarch_to_dense, projection_error
+from compress.structured.butterfly import (
+    apply_factor,
+    butterfly_apply,
+    butterfly_dense,
+    butterfly_to_monarch,
+    random_butterfly,
+)
+from compress.structured.monarch import (
+    MonarchLinear,
+    MonarchShape,
+    monarch_to_dense,
+    projection_error,
+)
 
 
 def test_factor_structure():

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
-from compress.structured.monarch import (MonarchLinear, MonarchShape, monarch_to_dense, monarchize, plan, project,
-                                         projection_error, sqrt_shape, transpose_permutation)
+from compress.structured.monarch import (
+    MonarchLinear,
+    MonarchShape,
+    monarch_to_dense,
+    monarchize,
+    plan,
+    project,
+    projection_error,
+    sqrt_shape,
+    transpose_permutation,
+)
 
 SHAPES = [
     MonarchShape(16, 16, 4, 4, 1),  # the paper's square case n = m^2

@@ -15,8 +15,13 @@ from compress.config import DataConfig
 from compress.data import load_split, prepare, save_prepared
 from compress.evaluate import accuracy
 from compress.runtimes import load_predictor
-from compress.structured.quantize import load_quantized, quantize_factor, roundtrip, save_quantized
 from compress.structured.monarch import monarchize, plan
+from compress.structured.quantize import (
+    load_quantized,
+    quantize_factor,
+    roundtrip,
+    save_quantized,
+)
 from compress.variants import discover
 from tests.conftest import project_layout
 

@@ -21,7 +21,7 @@ class EncodeSettings(StepSettings):
     floats: Literal["float32", "float16"] = "float16"
 
     @model_validator(mode="after")
-    def _level(self) -> "EncodeSettings":
+    def _level(self) -> EncodeSettings:
         lo, hi = {"lzma": (0, 9), "zstd": (1, 22), "none": (0, 0)}[self.coder]
         if self.level is not None and not lo <= self.level <= hi:
             fail("level", f"{self.level} is out of range for {self.coder}; allowed: {lo} to {hi}")

@@ -4,10 +4,17 @@ factors ``w1`` / ``w2`` are then quantized like any other weight tensor (pruning
 remaining Conv / Linear layers)."""
 from __future__ import annotations
 
-import torch.nn as nn
 from pydantic import Field
+from torch import nn
 
-from compress.recipes.base import RecipeContext, Step, StepFit, StepSettings, fail, fit_step
+from compress.recipes.base import (
+    RecipeContext,
+    Step,
+    StepFit,
+    StepSettings,
+    fail,
+    fit_step,
+)
 from compress.structured.monarch import monarchize, plan
 
 

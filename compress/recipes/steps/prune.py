@@ -22,13 +22,26 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn as nn
 from pydantic import Field, model_validator
+from torch import nn
 
 from compress.data import batches
 from compress.prune.magnitude import SCORES, compute_masks
-from compress.prune.masks import apply_masks, dense_state_dict, get_masks, select_layers, set_weights
-from compress.recipes.base import RecipeContext, Step, StepFit, StepSettings, fail, fit_step
+from compress.prune.masks import (
+    apply_masks,
+    dense_state_dict,
+    get_masks,
+    select_layers,
+    set_weights,
+)
+from compress.recipes.base import (
+    RecipeContext,
+    Step,
+    StepFit,
+    StepSettings,
+    fail,
+    fit_step,
+)
 
 
 class PruneSettings(StepSettings):
@@ -47,7 +60,7 @@ class PruneSettings(StepSettings):
     finetune: StepFit = Field(default_factory=StepFit)
 
     @model_validator(mode="after")
-    def _check(self) -> "PruneSettings":
+    def _check(self) -> PruneSettings:
         vals = self.sparsity.values() if isinstance(self.sparsity, dict) else [self.sparsity]
         for v in vals:
             if not 0.0 <= v < 1.0:

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn as nn
 from pydantic import Field, model_validator
+from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from compress.prune.masks import is_masked
-from compress.quant.sharing import INITS, MAX_BITS, kmeans_1d, share_, uniform_
 from compress.quant.fakequant import dequantize_weight, quantize_weight, weight_spec
+from compress.quant.sharing import INITS, MAX_BITS, kmeans_1d, share_, uniform_
 from compress.recipes.base import RecipeContext, Step, StepSettings, fail
 from compress.recipes.tensors import codable, current, keep_mask, layer_of
 
@@ -39,7 +39,7 @@ class SearchSettings(StepSettings):
     eval_size: int | None = Field(None, ge=1, description="validation images per trial (null: all)")
 
     @model_validator(mode="after")
-    def _bits(self) -> "SearchSettings":
+    def _bits(self) -> SearchSettings:
         if not self.candidates:
             fail("candidates", "name at least one width")
         for b in self.candidates:
@@ -60,7 +60,7 @@ class QuantizeSettings(StepSettings):
     granularity: Literal["channel", "tensor"] = "channel"
 
     @model_validator(mode="after")
-    def _check(self) -> "QuantizeSettings":
+    def _check(self) -> QuantizeSettings:
         given = [k for k in ("bits", "bits_from", "search") if getattr(self, k) is not None]
         if len(given) != 1:
             fail("bits", f"give exactly one of bits, bits_from, search (got {', '.join(given) or 'none'})")
