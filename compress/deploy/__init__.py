@@ -1,0 +1,22 @@
+"""Deployment: every variant's artifact on the fastest real kernels its number format allows.
+
+Artifacts stay compact on disk (bit-packed codes, compact sparse safetensors, fp16/bf16/fp8
+safetensors, 1-bit BinaryConnect, Monarch factors).  At load, :mod:`compress.deploy.graphs`
+builds the graphs that run them fast (an in-memory ONNX ``ModelProto``: an int8 QDQ graph whose
+weight initializers are the stored integer codes, or an fp32 graph; an eager module; a PT2E
+program), and :mod:`compress.deploy.engines` hands each graph to every engine that accepts it
+(PyTorch eager, ONNX Runtime, OpenVINO, PT2E + AOTInductor, torch.sparse CSR).
+:mod:`compress.deploy.measure` measures accuracy and latency per engine for the evaluate stage.
+
+    from compress.deploy import measure_variant, resolve_runtimes
+    res = measure_variant(folder, manifest, test_x, test_y, runtimes=["onnxruntime", "openvino"])
+"""
+from compress.deploy.engines import (ENGINES, DeployGraph, Engine, EnginePredictor, engine_status, get_engine,
+                                     register_engine, resolve_runtimes)
+from compress.deploy.graphs import GRAPH_BUILDERS, build_graphs, deploy_predictors, register_graphs
+from compress.deploy.measure import (MeasureConfig, adaptive_latency, fp32_references, measure_variant, speedups,
+                                     variant_rows)
+
+__all__ = ["ENGINES", "DeployGraph", "Engine", "EnginePredictor", "engine_status", "get_engine", "register_engine",
+           "resolve_runtimes", "GRAPH_BUILDERS", "build_graphs", "deploy_predictors", "register_graphs", "MeasureConfig",
+           "adaptive_latency", "fp32_references", "measure_variant", "speedups", "variant_rows"]

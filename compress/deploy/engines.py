@@ -1,0 +1,281 @@
+"""Engines: who runs a deploy graph, and how.
+
+A :class:`DeployGraph` is what a variant's artifact becomes at load (see compress/deploy/graphs.py):
+
+    kind "onnx"          an in-memory ONNX ModelProto (fp32, or int8 QDQ built from stored codes)
+    kind "torch"         an eager nn.Module (the artifact decoded as today)
+    kind "torch-sparse"  an nn.Module whose sparse Linear layers multiply with torch.sparse CSR
+    kind "pt2"           a saved torch.export int8 program (PT2E, X86InductorQuantizer)
+
+An :class:`Engine` accepts some kinds and turns a graph into a Predictor: a callable
+``(B, C, H, W) float CPU tensor -> (B, classes) logits tensor`` with a ``description`` (the
+``runtime`` column) and ``low_precision_ops()`` (which kernels actually ran in int8, read from
+the engine's own optimised graph, so "my int8 model is not faster" can be explained).
+
+Registered engines (one line each in ``ENGINES``; an engine that is not installed is skipped
+with a reason, never a crash):
+
+    torch-eager    PyTorch eager                       kinds: torch
+    torch-sparse   PyTorch eager, CSR sparse Linear     kinds: torch-sparse
+    onnxruntime    ONNX Runtime CPUExecutionProvider    kinds: onnx
+    openvino       OpenVINO CPU (precision hint f32)    kinds: onnx (standard ops only)
+    pt2e           PT2E int8 program, AOTInductor      kinds: pt2
+
+Threads: every engine uses ``torch.get_num_threads()`` intra-op threads (ONNX Runtime inter-op 1,
+OpenVINO one stream), so runtimes are compared with the same cores.
+"""
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+GRAPH_KINDS = ("onnx", "torch", "torch-sparse", "pt2")
+
+
+@dataclass
+class DeployGraph:
+    """One way to run a variant: what an engine receives."""
+
+    kind: str  # one of GRAPH_KINDS
+    payload: Any  # onnx.ModelProto | nn.Module | Path (pt2 program)
+    label: str  # what was built, e.g. "int8 QDQ from the stored 4-bit codes"
+    precision: str = "fp32"  # fp32 | int8 | mixed (some layers int8, some fp32)
+    notes: list[str] = field(default_factory=list)  # what does not run in low precision, and why
+    exclude: dict[str, str] = field(default_factory=dict)  # engine -> why it must not run this graph
+
+    def __post_init__(self):
+        if self.kind not in GRAPH_KINDS:
+            raise ValueError(f"graph kind {self.kind!r} is unknown; allowed: {', '.join(GRAPH_KINDS)}")
+
+
+class EnginePredictor:
+    """A built graph on one engine: ``(B, C, H, W) -> (B, classes)`` logits, CPU float32."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], description: str, engine: str,
+                 ops: Callable[[], dict] | None = None):
+        self._fn = fn
+        self.description = description
+        self.engine = engine
+        self._ops = ops
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fn(x)
+
+    def low_precision_ops(self) -> dict:
+        """``{"int8": {op: count}, "fp32": {op: count}, "source": ...}`` of the kernels the engine
+        chose (compute ops only: conv / matmul / gemm), or ``{}`` when the engine cannot say."""
+        return self._ops() if self._ops is not None else {}
+
+
+@dataclass
+class Engine:
+    name: str
+    kinds: tuple[str, ...]
+    check: Callable[[], str | None]  # None: usable; else the reason it is not
+    build: Callable[[DeployGraph], EnginePredictor]
+    doc: str = ""
+
+    def accepts(self, graph: DeployGraph) -> str | None:
+        """None if this engine runs ``graph``; else the reason it does not."""
+        if graph.kind not in self.kinds:
+            return f"{self.name} runs {'/'.join(self.kinds)} graphs, not {graph.kind}"
+        return graph.exclude.get(self.name)
+
+
+ENGINES: dict[str, Engine] = {}
+
+
+def register_engine(engine: Engine) -> Engine:
+    if engine.name in ENGINES and ENGINES[engine.name] is not engine:
+        raise RuntimeError(f"engine {engine.name!r} registered twice")
+    ENGINES[engine.name] = engine
+    return engine
+
+
+def get_engine(name: str, key: str = "evaluate.runtimes") -> Engine:
+    if name not in ENGINES:
+        raise ValueError(f"{key}: runtime {name!r} is unknown; allowed: {', '.join(ENGINES)}")
+    return ENGINES[name]
+
+
+def engine_status(name: str) -> str | None:
+    """None when the engine can run here, else why not (e.g. the package is not installed)."""
+    return get_engine(name).check()
+
+
+def resolve_runtimes(names: list[str] | None = None, key: str = "evaluate.runtimes") -> tuple[list[Engine], dict[str, str]]:
+    """(usable engines in the given order, {skipped name: reason}).  ``None`` = every registered
+    engine that is installed.  An unknown name is a one-line ValueError naming ``key``."""
+    if names is not None and (isinstance(names, str) or not all(isinstance(n, str) for n in names)):
+        raise ValueError(f"{key} = {names!r} must be a list of runtime names ({', '.join(ENGINES)}) or null (all installed)")
+    chosen = [get_engine(n, key) for n in (names if names is not None else list(ENGINES))]
+    usable, skipped = [], {}
+    for e in chosen:
+        why = e.check()
+        if why is None:
+            usable.append(e)
+        else:
+            skipped[e.name] = why
+    return usable, skipped
+
+
+def _missing(module: str, what: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        if importlib.util.find_spec(module) is None:
+            return f"{what} is not installed (pip install {module})"
+        return None
+
+    return check
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+# --------------------------------------------------------------------------- torch eager / sparse
+def _module_fn(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    module.eval()
+
+    @torch.inference_mode()
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return module(x)
+
+    return run
+
+
+def _module_ops(module: nn.Module, int8: bool = False) -> Callable[[], dict]:
+    def ops() -> dict:
+        c = Counter(type(m).__name__ for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+                    or type(m).__name__ in ("MonarchLinear", "CSRLinear"))
+        return {"int8": {}, "fp32": dict(c), "source": "module types (eager runs fp32 kernels)"}
+
+    return ops
+
+
+def _build_eager(g: DeployGraph) -> EnginePredictor:
+    return EnginePredictor(_module_fn(g.payload), f"PyTorch {torch.__version__.split('+')[0]} eager, {g.label}", "torch-eager",
+                           _module_ops(g.payload))
+
+
+def _build_sparse(g: DeployGraph) -> EnginePredictor:
+    return EnginePredictor(_module_fn(g.payload), f"PyTorch {torch.__version__.split('+')[0]} eager, {g.label}", "torch-sparse",
+                           _module_ops(g.payload))
+
+
+register_engine(Engine("torch-eager", ("torch",), lambda: None, _build_eager, "PyTorch eager (the artifact decoded as is)"))
+register_engine(Engine("torch-sparse", ("torch-sparse",), lambda: None, _build_sparse,
+                       "PyTorch eager with torch.sparse CSR matmuls for highly sparse Linear layers"))
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+_COMPUTE = ("Conv", "Gemm", "MatMul", "QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger",
+            "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "FusedConv", "FusedGemm", "FusedMatMul", "NchwcConv",
+            "SparseToDenseMatMul")
+_ORT_INT8 = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
+             "DynamicQuantizeMatMul")
+
+
+def ort_session(model_bytes: bytes, optimized_path: str | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = _threads()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    if optimized_path:
+        so.optimized_model_filepath = optimized_path
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def ort_kernel_ops(model_bytes: bytes) -> dict:
+    """Compute ops of the graph ONNX Runtime actually runs (its optimised model, after the QDQ
+    fusions): int8 kernels (QLinearConv, QGemm, ...) vs fp32 ones (Conv, Gemm, FusedConv, ...)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "optimized.onnx")
+        ort_session(model_bytes, path)
+        g = onnx.load(path).graph
+    c = Counter(n.op_type for n in g.node if n.op_type in _COMPUTE)
+    return {"int8": {k: v for k, v in c.items() if k in _ORT_INT8},
+            "fp32": {k: v for k, v in c.items() if k not in _ORT_INT8}, "source": "ONNX Runtime optimized graph"}
+
+
+def _build_ort(g: DeployGraph) -> EnginePredictor:
+    import onnxruntime as ort
+
+    data = g.payload.SerializeToString()
+    sess = ort_session(data)
+    name = sess.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(sess.run(None, {name: x.detach().contiguous().numpy()})[0])
+
+    return EnginePredictor(run, f"ONNX Runtime {ort.__version__} CPU, {g.label}", "onnxruntime", lambda: ort_kernel_ops(data))
+
+
+register_engine(Engine("onnxruntime", ("onnx",), _missing("onnxruntime", "onnxruntime"), _build_ort,
+                       "ONNX Runtime CPUExecutionProvider, intra-op threads = torch threads, inter-op 1"))
+
+
+# --------------------------------------------------------------------------- OpenVINO
+_OV_CORE = None
+
+
+def _ov_core():
+    global _OV_CORE
+    if _OV_CORE is None:
+        import openvino as ov
+
+        _OV_CORE = ov.Core()
+    return _OV_CORE
+
+
+def ov_config() -> dict:
+    """f32 precision hint (on CPUs with bf16 OpenVINO otherwise silently runs fp32 models in bf16),
+    threads pinned to torch's, one stream, latency mode.  Int8 (FakeQuantize) parts still run on
+    int8 kernels under this hint."""
+    return {"INFERENCE_NUM_THREADS": _threads(), "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1}
+
+
+def ov_kernel_ops(compiled) -> dict:
+    """Compute layers of OpenVINO's runtime model and the precision each ran in (``runtimePrecision``)."""
+    c: dict[str, Counter] = {"int8": Counter(), "fp32": Counter()}
+    for op in compiled.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        layer = rt["layerType"].astype(str) if "layerType" in rt else op.get_type_name()
+        if layer not in ("Convolution", "FullyConnected", "MatMul", "GroupConvolution", "Deconvolution"):
+            continue
+        prec = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else "?"
+        c["int8" if prec.lower() in ("i8", "u8") else "fp32"][f"{layer}({prec})"] += 1
+    return {"int8": dict(c["int8"]), "fp32": dict(c["fp32"]), "source": "OpenVINO runtime model (runtimePrecision)"}
+
+
+def _build_ov(g: DeployGraph) -> EnginePredictor:
+    import openvino as ov
+
+    core = _ov_core()
+    model = core.read_model(g.payload.SerializeToString())
+    compiled = core.compile_model(model, "CPU", ov_config())
+    req = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        req.infer({0: x.detach().contiguous().numpy()}, share_inputs=True)
+        return torch.from_numpy(np.array(req.get_output_tensor(0).data, copy=True))
+
+    return EnginePredictor(run, f"OpenVINO {ov.__version__.split('-')[0]} CPU (f32 hint), {g.label}", "openvino",
+                           lambda: ov_kernel_ops(compiled))
+
+
+register_engine(Engine("openvino", ("onnx",), _missing("openvino", "openvino"), _build_ov,
+                       "OpenVINO CPU plugin from the same ONNX graph; INFERENCE_PRECISION_HINT f32, threads pinned"))

@@ -1,0 +1,347 @@
+"""Measure a variant on every enabled runtime: accuracy (deterministic) and latency (adaptive).
+
+    res = measure_variant(folder, manifest, test_x, test_y, runtimes=None, cfg=MeasureConfig())
+    res["runtimes"]["openvino"] -> {"accuracy", "latency_ms_b1", "latency_ms_b256", "description", "ops", ...}
+    res["fastest"] -> {"b1": "openvino", "b256": "onnxruntime"}
+
+Cost control (the evaluate stage measures ~90 variants on 2 cores):
+  * the accuracy pass runs the test set in batches of ``cfg.batch_size`` (256, the padded last
+    batch included) and times every call after ``cfg.warmup``: with 256 = a latency batch size,
+    the median of those calls IS the batch-256 latency (no separate b256 loop);
+  * batch 1 (and any batch size not covered) uses :func:`adaptive_latency`: warm-up, then at
+    least ``min_repeats`` calls, stopping once ``budget_s`` is spent and the running median
+    moved less than ``rel_tol`` over the last quarter of the calls (hard stop: ``max_repeats``
+    calls or 4 x ``budget_s``).
+Accuracy is a function of the artifact and the engine only: repeated runs give the same
+number (engines run single-stream; ONNX Runtime / OpenVINO kernels are deterministic for a fixed
+thread count).  The fastest runtime is a latency fact and goes only into latency outputs.
+
+Speed-ups (:func:`speedups`) compare a variant with the fp32 reference of its architecture:
+its PyTorch eager latency and its fastest fp32 runtime (:func:`fp32_references`).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from compress.deploy.engines import Engine, EnginePredictor, resolve_runtimes
+from compress.deploy.graphs import build_graphs, deploy_predictors
+from compress.variants import Form, Manifest
+
+FP32_FORMS = ("torch-eager", "torch-compile", "onnxruntime-fp32")
+
+
+@dataclass
+class MeasureConfig:
+    """Knobs of the measurement (``evaluate.*`` in params.yaml); validates itself."""
+
+    batch_size: int = 256  # accuracy batch; its per-call times are the batch-256 latency
+    latency_batches: tuple[int, ...] = (1, 256)
+    warmup: int = 3
+    min_repeats: int = 5
+    max_repeats: int = 300
+    budget_s: float = 0.05  # per (runtime, batch size) latency measurement
+    rel_tol: float = 0.05
+    ops: bool = True  # record which kernels ran in low precision (one extra engine build for ONNX Runtime)
+    sim: bool = True  # also the simulated form's accuracy (accuracy_sim)
+
+    def __post_init__(self):
+        checks = [("batch_size", self.batch_size >= 1, ">= 1"), ("warmup", self.warmup >= 0, ">= 0"),
+                  ("min_repeats", self.min_repeats >= 1, ">= 1"), ("max_repeats", self.max_repeats >= self.min_repeats,
+                                                                 ">= min_repeats"),
+                  ("budget_s", self.budget_s > 0, "> 0"), ("rel_tol", 0 < self.rel_tol < 1, "in (0, 1)"),
+                  ("latency_batches", len(self.latency_batches) > 0 and all(int(b) >= 1 for b in self.latency_batches),
+                   "a non-empty list of batch sizes >= 1")]
+        for key, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"evaluate.{key} = {getattr(self, key)!r} is invalid; allowed: {allowed}")
+
+    @classmethod
+    def from_section(cls, section, **over) -> "MeasureConfig":
+        """From an ``evaluate`` params section (any object with some of these attributes)."""
+        kw = {k: getattr(section, k) for k in cls.__dataclass_fields__ if hasattr(section, k)}
+        if "latency_batches" in kw:
+            kw["latency_batches"] = tuple(kw["latency_batches"])
+        return cls(**{**kw, **over})
+
+
+def _timed(predict: Callable, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    t0 = time.perf_counter()
+    out = predict(x)
+    return out, (time.perf_counter() - t0) * 1e3
+
+
+def _summary(times: list[float], seconds: float) -> dict:
+    s = sorted(times)
+    q = lambda f: s[min(len(s) - 1, int(f * len(s)))]  # noqa: E731
+    return {"median_ms": statistics.median(s), "p10_ms": q(0.1), "p90_ms": q(0.9), "repeats": len(s),
+            "threads": torch.get_num_threads(), "seconds": round(seconds, 4)}
+
+
+def adaptive_latency(predict: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, warmup: int = 3,
+                     min_repeats: int = 5, max_repeats: int = 300, budget_s: float = 0.05, rel_tol: float = 0.05) -> dict:
+    """Median wall-clock ms of ``predict(example)``: warm-up, then repeats until the budget is spent
+    and the median is stable (module docstring).  Returns median / p10 / p90 / repeats / threads."""
+    t_start = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(warmup):
+            predict(example)
+        times: list[float] = []
+        t0 = time.perf_counter()
+        while len(times) < max_repeats:
+            times.append(_timed(predict, example)[1])
+            n, spent = len(times), time.perf_counter() - t0
+            if n < min_repeats or spent < budget_s:
+                continue
+            if spent >= 4 * budget_s:
+                break
+            prev = statistics.median(times[: n - max(1, n // 4)])
+            if abs(statistics.median(times) - prev) <= rel_tol * prev:
+                break
+    return _summary(times, time.perf_counter() - t_start)
+
+
+def accuracy_timed(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                   warmup: int = 3) -> tuple[float, list[float]]:
+    """(accuracy, ms of each call after the first ``warmup``) over ``x`` in full batches of
+    ``batch_size`` (the last one zero-padded: one static shape, as compress.evaluate.predict_all)."""
+    correct, times = 0, []
+    with torch.inference_mode():
+        for k, i in enumerate(range(0, len(x), batch_size)):
+            xb = x[i : i + batch_size]
+            n = len(xb)
+            if n < batch_size:
+                xb = torch.cat([xb, xb.new_zeros((batch_size - n, *xb.shape[1:]))])
+            out, ms = _timed(predict, xb.contiguous())
+            if k >= warmup:
+                times.append(ms)
+            correct += int((torch.as_tensor(out)[:n].argmax(1) == y[i : i + n]).sum())
+    return correct / max(len(x), 1), times
+
+
+def _example(x: torch.Tensor, b: int) -> torch.Tensor:
+    ex = x[:b]
+    if len(ex) < b:  # tiny test sets: repeat to reach the batch size
+        ex = ex.repeat((b + len(ex) - 1) // len(ex), 1, 1, 1)[:b]
+    return ex.contiguous().clone()
+
+
+def measure_predictor(predict: EnginePredictor, test_x: torch.Tensor, test_y: torch.Tensor, cfg: MeasureConfig,
+                      accuracy: bool = True) -> dict:
+    """Accuracy and latency of one built predictor: ``{"accuracy", "latency_ms_b<B>", "latency": {B: stats}}``."""
+    out: dict = {}
+    lat: dict[int, dict] = {}
+    if accuracy:
+        t0 = time.perf_counter()
+        acc, times = accuracy_timed(predict, test_x, test_y, cfg.batch_size, cfg.warmup)
+        out["accuracy"] = acc
+        if cfg.batch_size in cfg.latency_batches and len(times) >= cfg.min_repeats:
+            lat[cfg.batch_size] = {**_summary(times, time.perf_counter() - t0), "source": "accuracy pass"}
+    for b in cfg.latency_batches:
+        if b not in lat:
+            lat[b] = adaptive_latency(predict, _example(test_x, b), cfg.warmup, cfg.min_repeats, cfg.max_repeats,
+                                      cfg.budget_s, cfg.rel_tol)
+    for b, st in lat.items():
+        out[f"latency_ms_b{b}"] = st["median_ms"]
+    out["latency"] = lat
+    return out
+
+
+def measure_variant(folder: str | Path, manifest: Manifest, test_x: torch.Tensor, test_y: torch.Tensor,
+                    runtimes: list[str] | None = None, cfg: MeasureConfig | None = None,
+                    engines: list[Engine] | None = None, on_result: Callable[[str, dict], None] | None = None) -> dict:
+    """Build every applicable predictor of the variant (one per enabled runtime), measure each.
+
+    ``runtimes``: engine names (None: every installed one); ``engines`` overrides it with
+    resolved engines (evaluate resolves once).  A runtime that is not installed or cannot run
+    this variant is listed in ``skipped`` with the reason; nothing else is lost.  ``on_result``
+    is called with (runtime, result) as each one finishes.  Returns::
+
+        {"variant", "runtimes": {name: result}, "skipped": {name: reason}, "fastest": {"b1": name, ...},
+         "accuracy_sim": float | None, "graphs": [labels], "build_s": seconds}
+    """
+    cfg = cfg or MeasureConfig()
+    skipped: dict[str, str] = {}
+    if engines is None:
+        engines, skipped = resolve_runtimes(runtimes)
+    t0 = time.perf_counter()
+    res: dict = {"variant": manifest.variant, "runtimes": {}, "skipped": dict(skipped), "fastest": {}, "accuracy_sim": None}
+    try:
+        graphs = build_graphs(folder, manifest)
+    except Exception as e:  # an artifact no builder understands: one line, evaluate goes on
+        res["skipped"].update({e_.name: f"variant {manifest.variant}: {type(e).__name__}: {e}" for e_ in engines})
+        res["graphs"], res["build_s"] = [], time.perf_counter() - t0
+        return res
+    res["graphs"] = [g.label for g in graphs]
+    preds, why = deploy_predictors(folder, manifest, engines, graphs=graphs)
+    res["skipped"].update(why)
+    res["build_s"] = round(time.perf_counter() - t0, 4)
+    used = {e.name: next(g for g in graphs if e.accepts(g) is None) for e in engines if e.name in preds}
+    for name, p in preds.items():
+        g = used[name]
+        r = {"description": p.description, "graph": g.label, "precision": g.precision, "notes": list(g.notes)}
+        try:
+            r.update(measure_predictor(p, test_x, test_y, cfg))
+        except Exception as e:  # a runtime that compiled but fails to run: skip it with the reason
+            res["skipped"][name] = f"{name} failed while running: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            continue
+        if cfg.ops:
+            try:
+                r["ops"] = p.low_precision_ops()
+            except Exception as e:
+                r["ops"] = {"error": f"{type(e).__name__}: {e}"}
+        res["runtimes"][name] = r
+        if on_result is not None:
+            on_result(name, r)
+    for b in cfg.latency_batches:
+        timed = {n: r[f"latency_ms_b{b}"] for n, r in res["runtimes"].items()}
+        res["fastest"][f"b{b}"] = min(timed, key=timed.get) if timed else None
+    if cfg.sim and manifest.sim is not None:
+        from compress.evaluate import accuracy
+        from compress.runtimes import load_predictor
+
+        res["accuracy_sim"] = accuracy(load_predictor(folder, manifest, manifest.sim), test_x, test_y, cfg.batch_size)
+    return res
+
+
+# --------------------------------------------------------------------------- references and speed-ups
+def arch_key(spec: dict) -> str:
+    """Architecture identity of a model spec: name, kwargs without the init scheme, shapes.
+    A BinaryConnect MLP is compared with the fp32 MLP of the same widths (with batch norm)."""
+    spec = reference_spec(spec)
+    kw = {k: v for k, v in spec.get("kwargs", {}).items() if k != "init"}
+    return json.dumps([spec["name"], kw, list(spec["input_shape"]), spec["num_classes"]], sort_keys=True)
+
+
+def reference_spec(spec: dict) -> dict:
+    if spec["name"] == "binaryconnect_mlp":
+        return {**spec, "name": "mlp", "kwargs": {"hidden": list(spec["kwargs"].get("hidden", [])), "batchnorm": True}}
+    return spec
+
+
+def is_fp32_reference(manifest: Manifest) -> bool:
+    """A dense fp32 model deployed as is: the variant whose runtimes define the fp32 baseline."""
+    return (manifest.avg_weight_bits >= 32 and manifest.act_bits is None and manifest.sparsity == 0
+            and manifest.deploy.runtime in FP32_FORMS)
+
+
+def reference_latencies(measured: dict) -> dict:
+    """From a :func:`measure_variant` result of an fp32 reference: eager and best fp32 latencies."""
+    out = {}
+    for key, r in measured["runtimes"].items():
+        for k, v in r.items():
+            if k.startswith("latency_ms_b"):
+                b = k.removeprefix("latency_ms_")
+                if key == "torch-eager":
+                    out[f"eager_{b}"] = v
+                if r.get("precision") == "fp32" and v < out.get(f"best_fp32_{b}", float("inf")):
+                    out[f"best_fp32_{b}"], out[f"best_fp32_runtime_{b}"] = v, key
+    out["reference"] = measured["variant"]
+    return out
+
+
+def fp32_references(items: list[tuple[Path, Manifest, dict]], engines: list[Engine], cfg: MeasureConfig,
+                    test_x: torch.Tensor, test_y: torch.Tensor) -> dict[str, dict]:
+    """{arch_key: reference latencies} for every architecture among ``items`` ((folder, manifest,
+    measure_variant result)).  The reference is the first fp32 dense variant of that architecture
+    (the train stage's baseline comes first when the stages are sorted); an architecture with
+    none (e.g. lottery's LeNet-300-100) gets a freshly built model of the same spec (seed 0
+    weights: latency does not depend on the values), measured on the same engines."""
+    refs: dict[str, dict] = {}
+    for folder, man, res in items:
+        k = arch_key(man.model)
+        if k not in refs and is_fp32_reference(man) and res.get("runtimes"):
+            refs[k] = reference_latencies(res)
+    for folder, man, _ in items:
+        k = arch_key(man.model)
+        if k in refs:
+            continue
+        refs[k] = reference_latencies(measure_spec(reference_spec(man.model), engines, cfg, test_x, test_y))
+        refs[k]["reference"] = f"{reference_spec(man.model)['name']} fp32, built from its spec (no fp32 variant)"
+    return refs
+
+
+def measure_spec(spec: dict, engines: list[Engine], cfg: MeasureConfig, test_x: torch.Tensor, test_y: torch.Tensor) -> dict:
+    """Latency of a dense fp32 model of ``spec`` (seed-0 weights) on each engine (no accuracy)."""
+    from compress.deploy.graphs import fp32_graphs
+    from compress.runtimes import model_from_spec
+
+    torch.manual_seed(0)
+    model = model_from_spec(spec).eval()
+    man = Manifest(variant=f"{spec['name']}-fp32-reference", stage="evaluate", method="reference", model=spec, dataset="",
+                   seed=0, avg_weight_bits=32.0, act_bits=None, sparsity=0.0, params=0,
+                   deploy=Form("torch-eager", []))
+    graphs = fp32_graphs(model, man, "fp32 reference")
+    preds, _ = deploy_predictors(Path("."), man, engines, graphs=graphs)
+    out = {"variant": man.variant, "runtimes": {}}
+    for name, p in preds.items():
+        r = measure_predictor(p, test_x, test_y, cfg, accuracy=False)
+        out["runtimes"][name] = {**r, "precision": "fp32"}
+    return out
+
+
+def speedups(result: dict, ref: dict) -> dict:
+    """``speedup_vs_eager_b<B>`` (reference eager / variant fastest) and ``speedup_vs_best_fp32_b<B>``
+    (reference fastest fp32 runtime / variant fastest), per latency batch size."""
+    out = {}
+    for b, name in result.get("fastest", {}).items():
+        if name is None:
+            continue
+        ms = result["runtimes"][name][f"latency_ms_{b}"]
+        for tag, k in (("eager", f"eager_{b}"), ("best_fp32", f"best_fp32_{b}")):
+            out[f"speedup_vs_{tag}_{b}"] = ref[k] / ms if k in ref and ms > 0 else None
+    return out
+
+
+def variant_rows(manifest: Manifest, result: dict, ref: dict | None = None) -> tuple[dict, dict]:
+    """(deterministic row, latency row) for the evaluate stage's outputs.
+
+    Deterministic: per-runtime accuracies (``accuracy.<runtime>``), ``accuracy`` = the first
+    runtime in the enabled order that ran the variant, ``accuracy_sim``, the spread across runtimes.
+    Latency: per-runtime latencies, the fastest runtime per batch size with its description and
+    low-precision ops, and the speed-ups against the fp32 reference."""
+    rts = result["runtimes"]
+    accs = {n: r["accuracy"] for n, r in rts.items() if "accuracy" in r}
+    first = next(iter(accs), None)
+    det = {"variant": manifest.variant, "accuracy": accs.get(first), "accuracy_runtime": first,
+           "accuracy_sim": result.get("accuracy_sim"),
+           "accuracy_spread_pp": (100 * (max(accs.values()) - min(accs.values()))) if accs else None,
+           **{f"accuracy.{n}": a for n, a in accs.items()}, "skipped": dict(result.get("skipped", {}))}
+    lat = {"variant": manifest.variant}
+    for n, r in rts.items():
+        for k, v in r.items():
+            if k.startswith("latency_ms_b"):
+                lat[f"{k}.{n}"] = v
+    for b, name in result.get("fastest", {}).items():
+        if name is None:
+            continue
+        r = rts[name]
+        lat[f"latency_ms_{b}"] = r[f"latency_ms_{b}"]
+        lat[f"runtime_{b}"] = r["description"]
+        lat[f"fastest_{b}"] = name
+        lat[f"accuracy_fastest_{b}"] = r.get("accuracy")
+        lat[f"lowp_ops_{b}"] = _ops_text(r.get("ops", {}))
+    if ref is not None:
+        lat.update(speedups(result, ref))
+        lat["reference"] = ref.get("reference")
+    return det, lat
+
+
+def _ops_text(ops: dict) -> str:
+    if not ops or "error" in ops:
+        return ""
+    i8 = sum(ops.get("int8", {}).values())
+    f32 = sum(ops.get("fp32", {}).values())
+    detail = ", ".join(f"{k} x{v}" for k, v in {**ops.get("int8", {}), **ops.get("fp32", {})}.items())
+    return f"int8 {i8}/{i8 + f32} compute ops ({detail})"
+
+
+__all__ = ["MeasureConfig", "adaptive_latency", "accuracy_timed", "measure_predictor", "measure_variant", "arch_key",
+           "reference_spec", "is_fp32_reference", "reference_latencies", "fp32_references", "measure_spec", "speedups",
+           "variant_rows"]
