@@ -18,8 +18,8 @@ with a reason, never a crash):
     torch-eager    PyTorch eager                       kinds: torch
     torch-sparse   PyTorch eager, CSR sparse Linear     kinds: torch-sparse
     onnxruntime    ONNX Runtime CPUExecutionProvider    kinds: onnx
-    openvino       OpenVINO CPU (precision hint f32)    kinds: onnx (standard ops only)
-    pt2e           PT2E int8 program, AOTInductor      kinds: pt2
+    openvino       OpenVINO CPU (precision hint f32)    kinds: onnx
+    pt2e           PT2E int8 program, AOTInductor       kinds: pt2
 
 Threads: every engine uses ``torch.get_num_threads()`` intra-op threads (ONNX Runtime inter-op 1,
 OpenVINO one stream), so runtimes are compared with the same cores.
@@ -279,3 +279,78 @@ def _build_ov(g: DeployGraph) -> EnginePredictor:
 
 register_engine(Engine("openvino", ("onnx",), _missing("openvino", "openvino"), _build_ov,
                        "OpenVINO CPU plugin from the same ONNX graph; INFERENCE_PRECISION_HINT f32, threads pinned"))
+
+
+# --------------------------------------------------------------------------- PT2E + AOTInductor
+def _aoti_check() -> str | None:
+    import shutil
+
+    if importlib.util.find_spec("torchao") is None:
+        return "torchao is not installed (the PT2E int8 programs use its quantized_decomposed ops)"
+    if not hasattr(torch._inductor, "aoti_compile_and_package"):
+        return f"torch {torch.__version__} has no AOTInductor packaging"
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        return "no C++ compiler on PATH (AOTInductor compiles the program to a shared library)"
+    return None
+
+
+def aoti_cache_dir() -> Path:
+    """Where compiled AOTInductor packages are kept: $COMPRESS_AOTI_CACHE, else <tmp>/compress-aoti."""
+    import os
+
+    return Path(os.environ.get("COMPRESS_AOTI_CACHE", Path(tempfile.gettempdir()) / "compress-aoti"))
+
+
+def aoti_package(program: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Compile a saved PT2E int8 program ahead of time (inductor freezing: oneDNN int8 kernels; the
+    program's dynamic batch axis stays dynamic) into an AOTInductor ``.pt2`` package.  Packages are
+    cached by the program's bytes and the torch version, so the compile (tens of seconds on 2 cores)
+    is paid once per artifact, not per evaluate run."""
+    import hashlib
+    import os
+
+    import torch._inductor.config as inductor_config
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed ops
+
+    program = Path(program)
+    key = hashlib.sha256(program.read_bytes() + torch.__version__.encode()).hexdigest()[:20]
+    cache = Path(cache_dir) if cache_dir is not None else aoti_cache_dir()
+    pkg = cache / f"{program.stem}-{key}.pt2"
+    if not pkg.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        ep = torch.export.load(str(program))
+        tmp = cache / f".{pkg.name}.{os.getpid()}.tmp.pt2"
+        with inductor_config.patch(freezing=True):
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp))
+        os.replace(tmp, pkg)
+    return pkg
+
+
+def pt2e_program_ops(program: str | Path) -> dict:
+    """Conv / linear nodes of a PT2E program whose weight is dequantized from int8 (inductor lowers
+    exactly these dq -> conv/linear -> q patterns to oneDNN int8 kernels) vs float ones."""
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+
+    ep = torch.export.load(str(program))
+    c = {"int8": Counter(), "fp32": Counter()}
+    for n in ep.graph.nodes:
+        if n.op == "call_function" and n.target in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default):
+            w = n.args[1]
+            q = getattr(w, "op", "") == "call_function" and "dequantize" in str(w.target)
+            c["int8" if q else "fp32"][str(n.target).split(".")[-2]] += 1
+    return {"int8": dict(c["int8"]), "fp32": dict(c["fp32"]), "source": "PT2E program (dq -> conv/linear patterns)"}
+
+
+def _build_pt2e(g: DeployGraph) -> EnginePredictor:
+    runner = torch._inductor.aoti_load_package(str(aoti_package(g.payload)))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return runner(x.contiguous())
+
+    return EnginePredictor(run, f"PT2E int8 AOTInductor package (inductor freezing, oneDNN), torch "
+                                f"{torch.__version__.split('+')[0]}, {g.label}", "pt2e", lambda: pt2e_program_ops(g.payload))
+
+
+register_engine(Engine("pt2e", ("pt2",), _aoti_check, _build_pt2e,
+                       "PT2E int8 program compiled ahead of time by AOTInductor (no torch.compile call overhead)"))

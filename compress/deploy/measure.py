@@ -333,6 +333,42 @@ def variant_rows(manifest: Manifest, result: dict, ref: dict | None = None) -> t
     return det, lat
 
 
+def evaluate_deployed(found: list[tuple[Path, Manifest]], test_x: torch.Tensor, test_y: torch.Tensor,
+                      runtimes: list[str] | None = None, cfg: MeasureConfig | None = None,
+                      on_variant: Callable[[Manifest, dict], None] | None = None,
+                      key: str = "evaluate.runtimes") -> dict:
+    """The evaluate stage's measurement: every variant on every enabled runtime, fp32 references,
+    speed-ups.  ``found`` = compress.variants.discover(root).  An unknown runtime name is a
+    one-line ValueError naming ``key`` (raised before any work); a runtime that is not installed,
+    or cannot run a variant, is skipped with the reason and evaluate goes on.  ``on_variant`` is
+    called with (manifest, result) after each variant (progress, MLflow).  Returns::
+
+        {"engines": [names], "skipped_runtimes": {name: reason}, "threads": n,
+         "results": {variant: measure_variant result}, "references": {arch: latencies},
+         "deterministic": [row per variant], "latency": [row per variant], "seconds": s}
+    """
+    cfg = cfg or MeasureConfig()
+    engines, skipped = resolve_runtimes(runtimes, key)
+    t0 = time.perf_counter()
+    results, items = {}, []
+    for folder, man in found:
+        res = measure_variant(folder, man, test_x, test_y, cfg=cfg, engines=engines)
+        res["skipped"] = {**skipped, **res["skipped"]}
+        results[man.variant] = res
+        items.append((folder, man, res))
+        if on_variant is not None:
+            on_variant(man, res)
+    refs = fp32_references(items, engines, cfg, test_x, test_y)
+    det, lat = [], []
+    for _, man, res in items:
+        d, l_ = variant_rows(man, res, refs.get(arch_key(man.model)))
+        det.append(d)
+        lat.append(l_)
+    return {"engines": [e.name for e in engines], "skipped_runtimes": skipped, "threads": torch.get_num_threads(),
+            "results": results, "references": refs, "deterministic": det, "latency": lat,
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def _ops_text(ops: dict) -> str:
     if not ops or "error" in ops:
         return ""
@@ -342,6 +378,6 @@ def _ops_text(ops: dict) -> str:
     return f"int8 {i8}/{i8 + f32} compute ops ({detail})"
 
 
-__all__ = ["MeasureConfig", "adaptive_latency", "accuracy_timed", "measure_predictor", "measure_variant", "arch_key",
+__all__ = ["MeasureConfig", "adaptive_latency", "accuracy_timed", "measure_predictor", "measure_variant", "evaluate_deployed", "arch_key",
            "reference_spec", "is_fp32_reference", "reference_latencies", "fp32_references", "measure_spec", "speedups",
            "variant_rows"]
