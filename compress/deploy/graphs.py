@@ -54,15 +54,22 @@ def build_graphs(folder: str | Path, manifest: Manifest, form: Form | None = Non
 def deploy_predictors(folder: str | Path, manifest: Manifest, engines: list[Engine], form: Form | None = None,
                       graphs: list[DeployGraph] | None = None) -> tuple[dict[str, EnginePredictor], dict[str, str]]:
     """({engine: predictor}, {engine: why it does not run this variant}).  Each engine gets the
-    first graph it accepts; a graph it fails to build is skipped with the error as the reason."""
+    first graph it accepts; a graph it fails to build is skipped with the error as the reason.
+    Reasons that start with "n/a:" mean the engine does not apply to this kind of artifact
+    (e.g. the PT2E engine for anything but a PT2E program); the others are real skips."""
     graphs = graphs if graphs is not None else build_graphs(folder, manifest, form)
     preds, skipped = {}, {}
+    kinds = sorted({g.kind for g in graphs})
     for e in engines:
         rejected, failed = [], []
+        if not set(e.kinds) & set(kinds):
+            skipped[e.name] = f"n/a: {e.name} runs {'/'.join(e.kinds)} graphs; this variant has {'/'.join(kinds)}"
+            continue
         for g in graphs:
             why = e.accepts(g)
             if why is not None:
-                rejected.append(why)
+                if g.kind in e.kinds:
+                    rejected.append(why)
                 continue
             try:
                 preds[e.name] = e.build(g)
@@ -130,10 +137,11 @@ def _describe_qdq(report, bits: dict[str, int | None]) -> tuple[str, str, list[s
     return f"int8 QDQ built from the stored {wdesc}-bit codes ({k}/{n} layers int8, others fp32)", "mixed", notes
 
 
-def qdq_from_codes(model: nn.Module, manifest: Manifest, qts: dict, acts: dict) -> DeployGraph:
-    """The int8 graph of an integer-grid variant: ``qts`` = {"<layer>.weight": QTensor} (stored
+def qdq_from_codes(model: nn.Module, manifest: Manifest, qts: dict, acts: dict) -> list[DeployGraph]:
+    """The int8 graphs of an integer-grid variant: ``qts`` = {"<layer>.weight": QTensor} (stored
     codes), ``acts`` = {layer: {"lo", "hi", "spec"}} (stored activation quantizers); ``model``
-    holds the decoded weights (used where a layer cannot be int8)."""
+    holds the decoded weights (used where a layer cannot be int8).  One graph with the stored codes
+    (OpenVINO), and for sub-8-bit codes a second one with codes x K for ONNX Runtime (below)."""
     from compress.deploy.onnx_build import ActQuant, LayerQuant, fp32_graph, layer_quant, qdq_graph
     from compress.models import prunable_layers
     from compress.quant.fakequant import QuantSpec
@@ -149,13 +157,26 @@ def qdq_from_codes(model: nn.Module, manifest: Manifest, qts: dict, acts: dict) 
             act = ActQuant.from_range(a["lo"], a["hi"], spec)
         qt = qts.get(f"{name}.weight")
         layers[name] = layer_quant(qt, act) if qt is not None else LayerQuant(None, None, act, None, "float weights")
-    proto, report = qdq_graph(fp32_graph(model, _input_shape(manifest)), layers)
+    fp32 = fp32_graph(model, _input_shape(manifest))
+    proto, report = qdq_graph(fp32, layers)
     label, prec, notes = _describe_qdq(report, {n: lq.bits for n, lq in layers.items()})
     sub8 = sorted({lq.act.bits for lq in layers.values() if lq.act is not None and lq.act.bits < 8})
     if sub8:
         notes.append(f"{'/'.join(map(str, sub8))}-bit activation codes run as uint8 codes: a Clip to the calibrated "
                      "range before each QuantizeLinear keeps them exact")
-    return DeployGraph("onnx", proto, label, prec, notes)
+    exact = DeployGraph("onnx", proto, label, prec, notes)
+    wide = {n: lq.widened() for n, lq in layers.items()}
+    if all(wide[n] is layers[n] for n in layers):
+        return [exact]
+    # ONNX Runtime rounds each bias to an int32 multiple of s_x s_w itself: give it codes x K (finer
+    # bias unit); OpenVINO adds the float bias exactly and gets the stored codes unchanged.
+    wproto, _ = qdq_graph(fp32, wide)
+    ort = DeployGraph("onnx", wproto, f"{label}; codes x K per channel (K = 63 // max|code|) for a K-times finer int32 bias",
+                      prec, notes + ["ONNX Runtime runs the stored codes times an integer K per channel with scales / K "
+                                     "(same weights): its int32 bias rounding is K times finer"],
+                      exclude={"openvino": "OpenVINO runs the stored codes as they are (its float bias is exact)"})
+    exact.exclude = {"onnxruntime": "ONNX Runtime runs the codes x K form of this graph"}
+    return [ort, exact]
 
 
 @register_graphs("packed")
@@ -168,9 +189,9 @@ def _packed(folder: Path, manifest: Manifest, form: Form) -> list[DeployGraph]:
     qts, floats, meta = load_packed(folder / form.files[0])
     model = _spec_model(manifest)
     model.load_state_dict({**floats, **{k: qt.dequantize() for k, qt in qts.items()}}, strict=True)
-    graph = qdq_from_codes(model, manifest, qts, meta.get("acts", {}))
+    graphs = qdq_from_codes(model, manifest, qts, meta.get("acts", {}))
     eager = load_packed_model(folder / form.files[0], _spec_model(manifest))
-    return [graph, DeployGraph("torch", eager, "packed codes decoded to fp32, activation fake-quant in Python", "fp32")]
+    return graphs + [DeployGraph("torch", eager, "packed codes decoded to fp32, activation fake-quant in Python", "fp32")]
 
 
 @register_graphs("quant-sim")
@@ -206,8 +227,8 @@ def _sim(folder: Path, manifest: Manifest, form: Form) -> list[DeployGraph]:
     state = {k: (qts[k].dequantize() if k in qts else v) for k, v in qmodel.state_dict().items()
              if k.rsplit(".", 1)[-1] not in ("act_lo", "act_hi")}
     decoded.load_state_dict(state, strict=True)
-    return [qdq_from_codes(decoded, manifest, qts, acts),
-            DeployGraph("torch", qmodel, "fake-quant simulation in Python", "fp32")]
+    return qdq_from_codes(decoded, manifest, qts, acts) + [
+        DeployGraph("torch", qmodel, "fake-quant simulation in Python", "fp32")]
 
 
 # --------------------------------------------------------------------------- float formats

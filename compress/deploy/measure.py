@@ -303,7 +303,8 @@ def variant_rows(manifest: Manifest, result: dict, ref: dict | None = None) -> t
     """(deterministic row, latency row) for the evaluate stage's outputs.
 
     Deterministic: per-runtime accuracies (``accuracy.<runtime>``), ``accuracy`` = the first
-    runtime in the enabled order that ran the variant, ``accuracy_sim``, the spread across runtimes.
+    runtime in the enabled order that ran the variant, ``accuracy_sim``, the spread across runtimes,
+    and the runtimes that could not run it with the reason ("n/a" engines left out).
     Latency: per-runtime latencies, the fastest runtime per batch size with its description and
     low-precision ops, and the speed-ups against the fp32 reference."""
     rts = result["runtimes"]
@@ -312,7 +313,8 @@ def variant_rows(manifest: Manifest, result: dict, ref: dict | None = None) -> t
     det = {"variant": manifest.variant, "accuracy": accs.get(first), "accuracy_runtime": first,
            "accuracy_sim": result.get("accuracy_sim"),
            "accuracy_spread_pp": (100 * (max(accs.values()) - min(accs.values()))) if accs else None,
-           **{f"accuracy.{n}": a for n, a in accs.items()}, "skipped": dict(result.get("skipped", {}))}
+           **{f"accuracy.{n}": a for n, a in accs.items()},
+           "skipped": {n: why for n, why in result.get("skipped", {}).items() if not why.startswith("n/a:")}}
     lat = {"variant": manifest.variant}
     for n, r in rts.items():
         for k, v in r.items():
@@ -353,7 +355,6 @@ def evaluate_deployed(found: list[tuple[Path, Manifest]], test_x: torch.Tensor, 
     results, items = {}, []
     for folder, man in found:
         res = measure_variant(folder, man, test_x, test_y, cfg=cfg, engines=engines)
-        res["skipped"] = {**skipped, **res["skipped"]}
         results[man.variant] = res
         items.append((folder, man, res))
         if on_variant is not None:

@@ -159,6 +159,23 @@ class LayerQuant:
     bits: int | None = None
     why: str = ""  # why the weight is not int8
 
+    def widened(self, limit: int = 63) -> "LayerQuant":
+        """The same weights with codes multiplied by an integer ``K_c = limit // max|code_c|`` per
+        output channel and scales divided by it: ``(q K)(s_w / K) = q s_w`` (to a float32 rounding
+        of the scale).  The int32 bias unit ``s_x s_w / K`` gets K times finer, so ONNX Runtime's own
+        bias rounding (module docstring, step 4) moves K times less.  ``limit`` 63 keeps
+        ``255 * 63 * 2 < 2^15``: no int16 saturation in u8s8 kernels without VNNI."""
+        if self.codes is None:
+            return self
+        out = self.codes.shape[0]
+        amax = np.abs(self.codes.reshape(out, -1).astype(np.int32)).max(1)
+        k = np.where(amax > 0, np.maximum(limit // np.maximum(amax, 1), 1), 1).astype(np.int32)  # (out,)
+        if (k == 1).all():
+            return self
+        shape = (out,) + (1,) * (self.codes.ndim - 1)
+        codes = (self.codes.astype(np.int32) * k.reshape(shape)).astype(np.int8)
+        return LayerQuant(codes, (self.w_scale / k.astype(np.float32)).astype(np.float32), self.act, self.bits, self.why)
+
 
 def layer_quant(qtensor, act: ActQuant | None) -> LayerQuant:
     """From a :class:`compress.quant.packing.QTensor` (stored codes, s, z)."""
