@@ -203,10 +203,13 @@ def measure_variant(folder: str | Path, manifest: Manifest, test_x: torch.Tensor
         timed = {n: r[f"latency_ms_b{b}"] for n, r in res["runtimes"].items()}
         res["fastest"][f"b{b}"] = min(timed, key=timed.get) if timed else None
     if cfg.sim and manifest.sim is not None:
-        from compress.evaluate import accuracy
-        from compress.runtimes import load_predictor
+        if manifest.sim == manifest.deploy and "torch-eager" in res["runtimes"]:  # same artifact, same eager module
+            res["accuracy_sim"] = res["runtimes"]["torch-eager"]["accuracy"]
+        else:
+            from compress.evaluate import accuracy
+            from compress.runtimes import load_predictor
 
-        res["accuracy_sim"] = accuracy(load_predictor(folder, manifest, manifest.sim), test_x, test_y, cfg.batch_size)
+            res["accuracy_sim"] = accuracy(load_predictor(folder, manifest, manifest.sim), test_x, test_y, cfg.batch_size)
     return res
 
 
@@ -253,17 +256,31 @@ def fp32_references(items: list[tuple[Path, Manifest, dict]], engines: list[Engi
     (the train stage's baseline comes first when the stages are sorted); an architecture with
     none (e.g. lottery's LeNet-300-100) gets a freshly built model of the same spec (seed 0
     weights: latency does not depend on the values), measured on the same engines."""
+    from compress.deploy.engines import get_engine
+
+    eager = [get_engine("torch-eager")]
     refs: dict[str, dict] = {}
     for folder, man, res in items:
         k = arch_key(man.model)
         if k not in refs and is_fp32_reference(man) and res.get("runtimes"):
             refs[k] = reference_latencies(res)
+            if "eager_b1" not in refs[k]:  # eager not enabled: still time the reference in eager (latency only)
+                preds, _ = deploy_predictors(folder, man, eager)
+                for b in cfg.latency_batches:
+                    if "torch-eager" in preds:
+                        ms = adaptive_latency(preds["torch-eager"], _example(test_x, b), cfg.warmup, cfg.min_repeats,
+                                              cfg.max_repeats, cfg.budget_s, cfg.rel_tol)["median_ms"]
+                        refs[k][f"eager_b{b}"] = ms
+                        if ms < refs[k].get(f"best_fp32_b{b}", float("inf")):
+                            refs[k][f"best_fp32_b{b}"], refs[k][f"best_fp32_runtime_b{b}"] = ms, "torch-eager"
     for folder, man, _ in items:
         k = arch_key(man.model)
         if k in refs:
             continue
-        refs[k] = reference_latencies(measure_spec(reference_spec(man.model), engines, cfg, test_x, test_y))
-        refs[k]["reference"] = f"{reference_spec(man.model)['name']} fp32, built from its spec (no fp32 variant)"
+        spec = reference_spec(man.model)
+        names = {e.name for e in engines}
+        refs[k] = reference_latencies(measure_spec(spec, engines + [e for e in eager if e.name not in names], cfg, test_x, test_y))
+        refs[k]["reference"] = f"{spec['name']} fp32, built from its spec (no fp32 variant of this architecture)"
     return refs
 
 

@@ -290,3 +290,45 @@ def test_engine_that_cannot_build_a_graph_is_skipped_not_fatal(tmp_path, lenet):
     assert "runs onnx graphs, not pt2" in get_engine("onnxruntime").accepts(g)
     _, skipped = deploy_predictors(tmp_path, man, [get_engine("torch-sparse")])
     assert skipped["torch-sparse"] == "n/a: torch-sparse runs torch-sparse graphs; this variant has onnx/torch"
+
+
+# --------------------------------------------------------------------------- other integer-grid sources
+@pytest.mark.parametrize("quantizer,wbits,abits", [("fixed", 4, 8), ("lsq", 8, 8), ("lsq", 3, 4)])
+def test_qat_packed_artifact_runs_on_int8_kernels(tmp_path, lenet, quantizer, wbits, abits):
+    """QAT exports (fixed and LSQ steps; LSQ codes reach -2^(b-1)) deploy on int8 kernels."""
+    from compress.quant.qat import prepare_qat, save_qat_packed
+
+    m, x_cal, x, ranges = lenet
+    q = prepare_qat(m, wbits, abits, ranges, quantizer).eval()
+    save_qat_packed(q, tmp_path / "model.cspk")
+    man = manifest(LENET, Form("packed", ["model.cspk"]), act_bits=abits)
+    ref = load_packed_model(tmp_path / "model.cspk", LeNet5())(x).detach()
+    preds, skipped = deploy_predictors(tmp_path, man, _engines(ONNX_ENGINES))
+    assert set(preds) == set(ONNX_ENGINES), skipped
+    for name, p in preds.items():
+        out = p(x)
+        assert float((out.argmax(1) == ref.argmax(1)).float().mean()) >= 0.99, name
+        assert float((out - ref).abs().mean()) <= 0.1 * float(ref.std()), name
+        assert sum(p.low_precision_ops()["int8"].values()) == 5, (name, p.low_precision_ops())
+
+
+def test_asymmetric_weights_and_wide_activations(tmp_path, lenet):
+    """Asymmetric 4-bit weights: codes minus zero point fit int8 -> int8 kernels.  16-bit activations
+    do not fit int8: those layers run fp32 kernels with the simulation's float fake-quant ops, exactly."""
+    m, _, x, ranges = lenet
+    ws, as_ = int_specs(4, 8, symmetric=False)
+    save_packed_model(build_int_sim(m, 4, 8, ranges, ws, as_), tmp_path / "asym.cspk")
+    man = manifest(LENET, Form("packed", ["asym.cspk"]), act_bits=8)
+    assert build_graphs(tmp_path, man)[0].precision == "int8"
+    ref = load_packed_model(tmp_path / "asym.cspk", LeNet5())(x).detach()
+    preds, _ = deploy_predictors(tmp_path, man, _engines(ONNX_ENGINES))
+    for p in preds.values():
+        assert float((p(x).argmax(1) == ref.argmax(1)).float().mean()) >= 0.99
+    ws, as_ = int_specs(8, 16)
+    save_packed_model(build_int_sim(m, 8, 16, ranges, ws, as_), tmp_path / "a16.cspk")
+    man = manifest(LENET, Form("packed", ["a16.cspk"]), act_bits=16)
+    g = build_graphs(tmp_path, man)[0]
+    assert g.precision == "fp32" and all("16-bit activations" in n for n in g.notes)
+    ref = load_packed_model(tmp_path / "a16.cspk", LeNet5())(x).detach()
+    preds, _ = deploy_predictors(tmp_path, man, _engines(["onnxruntime"]))
+    assert float((preds["onnxruntime"](x) - ref).abs().max()) <= 1e-4 * float(ref.abs().max())
