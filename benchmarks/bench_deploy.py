@@ -21,7 +21,10 @@ fastest fp32 runtime of the dense model / cell.  ``int8 ops``: compute kernels t
 int8 / all (ONNX Runtime's optimized graph, OpenVINO's runtime model, the PT2E program).
 
     python -m benchmarks.bench_deploy [--threads 2] [--models lenet5 lenet300 mlp1024] [--pt2e both|aoti|compile|none]
-                                      [--compile] [--rounds 3] [--repeats 50] [--json reports/bench_deploy.json]
+                                      [--compile] [--rounds 3] [--repeats 50] [--profile lenet5] [--json reports/bench_deploy.json]
+
+``--profile``: for those models, the per-op time of the fp32 and W8A8 ONNX runs from ONNX Runtime's
+profiler and OpenVINO's performance counters, so a table row that is not faster can be explained.
 """
 from __future__ import annotations
 
@@ -109,7 +112,8 @@ def build_cells(name: str, model: nn.Module, spec: dict, x_cal: torch.Tensor, tm
     cells = []
 
     def add(label: str, fmt: str, fn, fp32: bool = False, ops=None):
-        cells.append({"label": label, "format": fmt, "fn": fn, "fp32": fp32, "ops": ops})
+        cells.append({"label": label, "format": fmt, "fn": fn, "fp32": fp32, "ops": ops,
+                      "profile": getattr(fn, "profile", None)})
 
     def add_preds(fmt: str, preds: dict, names: dict[str, str], fp32: bool = False):
         for eng, label in names.items():
@@ -231,6 +235,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also fp32 torch.compile (compile time: tens of seconds per shape)")
     ap.add_argument("--baseline", default="models/baseline")
     ap.add_argument("--prepared", default="data/prepared")
+    ap.add_argument("--profile", nargs="*", default=["lenet5"], help="models whose fp32 / W8A8 ONNX runs get an op profile")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -242,7 +247,7 @@ def main() -> None:
         x_cal = load_split(a.prepared, "calib")[0][:512]
     else:
         x_cal = torch.randn(512, 1, 28, 28)
-    rows = []
+    rows, profiles = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (model, spec) in load_models(Path(a.baseline)).items():
             if name not in a.models:
@@ -259,6 +264,13 @@ def main() -> None:
                 eager = best["fp32 eager"]
                 best_fp32 = min(best[c["label"]] for c in cells if c["fp32"])
                 best_fp32_name = min((c for c in cells if c["fp32"]), key=lambda c: best[c["label"]])["label"]
+                if name in a.profile:
+                    profiles.append(f"\n## {name}, batch {b}: per-op time from each engine's profiler (ms per call, share)")
+                    for c in cells:
+                        if c["profile"] is not None and c["format"] in ("fp32", "W8A8 codes"):
+                            top = c["profile"](xb, 10 if b == 1 else 3)[:6]
+                            profiles.append(f"- {c['label']}: " + ", ".join(
+                                f"{r['op']}[{r['kernel']}] {r['ms_per_call']:.4f} ({100 * r['share']:.0f}%)" for r in top))
                 for c in cells:
                     ops = ""
                     if c["ops"] is not None:
@@ -280,6 +292,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['model']} | {r['batch']} | {r['runtime']} | {r['format']} | {r['median_ms']:.4f} | "
               f"{r['x_vs_fp32_eager']:.2f} | {r['x_vs_best_fp32']:.2f} | {r['int8_ops']} |")
+    print("\n".join(profiles))
     print("\nbest fp32 runtime per model/batch: " + "; ".join(sorted({f"{r['model']} b{r['batch']}: {r['best_fp32']}" for r in rows})))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

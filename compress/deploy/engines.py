@@ -60,11 +60,12 @@ class EnginePredictor:
     """A built graph on one engine: ``(B, C, H, W) -> (B, classes)`` logits, CPU float32."""
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], description: str, engine: str,
-                 ops: Callable[[], dict] | None = None):
+                 ops: Callable[[], dict] | None = None, profile: Callable[[torch.Tensor, int], list[dict]] | None = None):
         self._fn = fn
         self.description = description
         self.engine = engine
         self._ops = ops
+        self._profile = profile
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._fn(x)
@@ -73,6 +74,11 @@ class EnginePredictor:
         """``{"int8": {op: count}, "fp32": {op: count}, "source": ...}`` of the kernels the engine
         chose (compute ops only: conv / matmul / gemm), or ``{}`` when the engine cannot say."""
         return self._ops() if self._ops is not None else {}
+
+    def profile(self, x: torch.Tensor, runs: int = 20) -> list[dict]:
+        """Per-op time of ``runs`` calls on ``x`` from the engine's own profiler, slowest first:
+        ``[{"op", "kernel", "ms_per_call", "share"}]`` (``[]`` when the engine has none)."""
+        return self._profile(x, runs) if self._profile is not None else []
 
 
 @dataclass
@@ -210,6 +216,42 @@ def ort_kernel_ops(model_bytes: bytes) -> dict:
             "fp32": {k: v for k, v in c.items() if k not in _ORT_INT8}, "source": "ONNX Runtime optimized graph"}
 
 
+_PROFILE_WARMUP = 20
+
+
+def _shares(rows: dict[tuple[str, str], float], runs: int) -> list[dict]:
+    total = sum(rows.values()) or 1.0
+    out = [{"op": op, "kernel": k, "ms_per_call": t / runs, "share": t / total} for (op, k), t in rows.items()]
+    return sorted(out, key=lambda r: -r["ms_per_call"])
+
+
+def ort_profile(model_bytes: bytes, x: torch.Tensor, runs: int = 20) -> list[dict]:
+    """ONNX Runtime's profiler: kernel time per op type of the optimised graph (QLinearConv, ...)."""
+    import json
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = _threads(), 1
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x.detach().contiguous().numpy()}
+        for _ in range(_PROFILE_WARMUP + runs):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    # only the kernels inside the last `runs` model runs (the warm-up runs are dropped)
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[-runs:]
+    rows: Counter = Counter()
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            if any(a <= e["ts"] <= b for a, b in windows):
+                rows[(e["args"].get("op_name", "?"), e["args"].get("provider", ""))] += e["dur"] / 1e3  # us -> ms
+    return _shares(rows, runs)
+
+
 def _build_ort(g: DeployGraph) -> EnginePredictor:
     import onnxruntime as ort
 
@@ -220,7 +262,8 @@ def _build_ort(g: DeployGraph) -> EnginePredictor:
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(sess.run(None, {name: x.detach().contiguous().numpy()})[0])
 
-    return EnginePredictor(run, f"ONNX Runtime {ort.__version__} CPU, {g.label}", "onnxruntime", lambda: ort_kernel_ops(data))
+    return EnginePredictor(run, f"ONNX Runtime {ort.__version__} CPU, {g.label}", "onnxruntime", lambda: ort_kernel_ops(data),
+                           lambda x, runs: ort_profile(data, x, runs))
 
 
 register_engine(Engine("onnxruntime", ("onnx",), _missing("onnxruntime", "onnxruntime"), _build_ort,
@@ -254,19 +297,37 @@ def ov_kernel_ops(compiled) -> dict:
     for op in compiled.get_runtime_model().get_ops():
         rt = op.get_rt_info()
         layer = rt["layerType"].astype(str) if "layerType" in rt else op.get_type_name()
-        if layer not in ("Convolution", "FullyConnected", "MatMul", "GroupConvolution", "Deconvolution"):
+        if not any(k in layer for k in ("Convolution", "FullyConnected", "MatMul", "Deconvolution")):
             continue
         prec = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else "?"
         c["int8" if prec.lower() in ("i8", "u8") else "fp32"][f"{layer}({prec})"] += 1
     return {"int8": dict(c["int8"]), "fp32": dict(c["fp32"]), "source": "OpenVINO runtime model (runtimePrecision)"}
 
 
+def ov_profile(model_bytes: bytes, x: torch.Tensor, runs: int = 20) -> list[dict]:
+    """OpenVINO's per-layer performance counters: real time per (layer type, kernel), e.g.
+    ``Convolution brgconv_avx512_I8``."""
+    core = _ov_core()
+    compiled = core.compile_model(core.read_model(model_bytes), "CPU", {**ov_config(), "PERF_COUNT": True})
+    req = compiled.create_infer_request()
+    rows: Counter = Counter()
+    feed = {0: x.detach().contiguous().numpy()}
+    for _ in range(_PROFILE_WARMUP):  # the first calls still JIT and pack weights
+        req.infer(feed)
+    for _ in range(runs):
+        req.infer(feed)
+        for p in req.profiling_info:
+            if p.real_time.total_seconds() > 0:
+                rows[(p.node_type, p.exec_type)] += p.real_time.total_seconds() * 1e3
+    return _shares(rows, runs)
+
+
 def _build_ov(g: DeployGraph) -> EnginePredictor:
     import openvino as ov
 
     core = _ov_core()
-    model = core.read_model(g.payload.SerializeToString())
-    compiled = core.compile_model(model, "CPU", ov_config())
+    data = g.payload.SerializeToString()
+    compiled = core.compile_model(core.read_model(data), "CPU", ov_config())
     req = compiled.create_infer_request()
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -274,7 +335,7 @@ def _build_ov(g: DeployGraph) -> EnginePredictor:
         return torch.from_numpy(np.array(req.get_output_tensor(0).data, copy=True))
 
     return EnginePredictor(run, f"OpenVINO {ov.__version__.split('-')[0]} CPU (f32 hint), {g.label}", "openvino",
-                           lambda: ov_kernel_ops(compiled))
+                           lambda: ov_kernel_ops(compiled), lambda x, runs: ov_profile(data, x, runs))
 
 
 register_engine(Engine("openvino", ("onnx",), _missing("openvino", "openvino"), _build_ov,

@@ -21,8 +21,11 @@ Exactness of the QDQ graph against the simulation (fake quantization in fp32), s
      layer's input (s, z) when only ReLU / MaxPool / Flatten / Reshape lie between them: these
      commute with a monotone quantizer that represents 0 exactly, ``Q(relu(v)) = max(Q(v), Q(0))``,
      ``Q(maxpool(v)) = maxpool(Q(v))``, so the next layer sees the same codes as in the
-     simulation.  The int32 accumulation is exact; the requantization multiplies by
-     ``s_x s_w / s_y`` in float32 (the simulation: fp32 conv then ``round(s_y v + z)``).
+     simulation.  Between the two layers every op gets the same Q/DQ (grid values stay grid
+     values), and a ReLU is dropped when ``z`` is the code minimum (all values are then >= 0),
+     so the engines run MaxPool / Flatten on the codes.  The int32 accumulation is exact; the
+     requantization multiplies by ``s_x s_w / s_y`` in float32 (the simulation: fp32 conv then
+     ``round(s_y v + z)``).
   4. biases (see :func:`qdq_graph`): OpenVINO adds the float bias after the int8 convolution, so
      its codes equal the simulation's; ONNX Runtime's QLinearConv / QGemm round the bias to an
      int32 multiple of ``s_x s_w`` (at most half an accumulator unit), which moves a requantized
@@ -298,23 +301,54 @@ def qdq_graph(fp32, layers: Mapping[str, LayerQuant], fuse_outputs: bool = True)
             report.fp32_layers[name] = f"{lq.act.bits}-bit activations do not fit int8"
         else:
             int8[name] = node
-    # 2. which int8 outputs are requantized with the next int8 layer's input quantizer
-    fused: dict[str, str] = {}
+    # 2. which int8 outputs are requantized with the next int8 layer's input quantizer, through which ops
+    fused: dict[str, tuple[str, list]] = {}  # layer -> (next int8 layer, ops in between)
     if fuse_outputs:
         layer_of = {id(n): k for k, n in int8.items()}
         for name, node in int8.items():
-            t = node.output[0]
+            t, chain = node.output[0], []
             while len(consumers.get(t, [])) == 1 and t not in graph_outputs:
                 c = consumers[t][0]
                 if id(c) in layer_of:
-                    fused[name] = layer_of[id(c)]
+                    fused[name] = (layer_of[id(c)], chain)
                     break
                 if c.op_type not in _COMMUTING or len(c.output) != 1:
                     break
+                chain.append(c)
                 t = c.output[0]
-    # 3. per layer: input quantizer, int8 weights, bias; output quantizer where fused
-    rename: dict[str, str] = {}  # int8 output -> its requantized tensor, for every later consumer
-    exempt: set[int] = set()  # the requantizing nodes themselves
+    # 3. requantize each fused output with the next layer's (s, z) and keep the codes through the chain:
+    #    Q/DQ after every op (same (s, z): the op maps grid values to grid values, so this is exact and
+    #    ONNX Runtime runs MaxPool / Flatten on uint8), a ReLU is dropped when z is the code minimum
+    #    (every dequantized value is then >= 0: ReLU is the identity on them)
+    dropped: set[int] = set()
+
+    def consumer_of(tensor: str):
+        return consumers[tensor][0]
+
+    def redirect(tensor: str, new: str) -> None:
+        c = consumer_of(tensor)
+        for i, inp in enumerate(c.input):
+            if inp == tensor:
+                c.input[i] = new
+        consumers.setdefault(new, []).append(c)
+
+    for name, (nxt, chain) in fused.items():
+        node, act = int8[name], layers[nxt].act
+        zmin = act.z == (0 if act.onnx_type == "uint8" else -128)
+        post: list = []
+        out = node.output[0]
+        redirect(out, qdq(out, f"{name}.out", act, post, clip=False))
+        after[id(node)] = post
+        for i, op in enumerate(chain):
+            if op.op_type == "Relu" and zmin:
+                redirect(op.output[0], op.input[0])
+                dropped.add(id(op))
+            elif i < len(chain) - 1:  # the last op feeds the next layer's own input Q/DQ
+                post = []
+                redirect(op.output[0], qdq(op.output[0], f"{name}.chain{i}", act, post, clip=False))
+                after[id(op)] = post
+        report.fused_outputs.append(name)
+    # 4. per layer: input quantizer, int8 weights, bias
     for name, node in nodes_by_layer.items():
         lq = layers[name]
         pre: list = []
@@ -339,23 +373,14 @@ def qdq_graph(fp32, layers: Mapping[str, LayerQuant], fuse_outputs: bool = True)
                                             [f"{name}.bias_dq"], axis=0))
                 node.input[2] = f"{name}.bias_dq"
             report.int8_layers.append(name)
-        if name in fused:
-            post: list = []
-            rename[node.output[0]] = qdq(node.output[0], f"{name}.out", layers[fused[name]].act, post, clip=False)
-            after[id(node)] = post
-            exempt.update(id(n) for n in post)
-            report.fused_outputs.append(name)
         before[id(node)] = pre
-    # 4. rebuild the node list in topological order, drop replaced initializers
+    # 5. rebuild the node list in topological order, drop replaced initializers and identity ReLUs
     nodes = []
     for node in g.node:
         nodes += before.get(id(node), [])
-        nodes.append(node)
+        if id(node) not in dropped:
+            nodes.append(node)
         nodes += after.get(id(node), [])
-    for node in nodes:
-        if id(node) not in exempt:
-            for i, inp in enumerate(node.input):
-                node.input[i] = rename.get(inp, inp)
     del g.node[:]
     g.node.extend(nodes)
     keep = [i for i in g.initializer if i.name in inits]

@@ -108,9 +108,17 @@ def test_qdq_requantizes_outputs_with_the_next_input_range(tmp_path, lenet):
     qts, floats, meta = load_packed(tmp_path / "m.cspk")
     layers = {n: layer_quant(qts[f"{n}.weight"], ActQuant.from_range(a["lo"], a["hi"], QuantSpec(**a["spec"])))
               for n, a in meta["acts"].items()}
-    _, report = qdq_graph(fp32_graph(m, (1, 28, 28)), layers)
+    proto, report = qdq_graph(fp32_graph(m, (1, 28, 28)), layers)
     assert report.int8_layers == ["conv1", "conv2", "fc1", "fc2", "fc3"]
     assert report.fused_outputs == ["conv1", "conv2", "fc1", "fc2"]
+    if "onnxruntime" in ONNX_ENGINES:  # ONNX Runtime keeps uint8 codes from the first Q to the logits
+        import onnx
+
+        from compress.deploy.engines import ort_session
+
+        ort_session(proto.SerializeToString(), str(tmp_path / "opt.onnx"))
+        ops = {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
+        assert ops <= {"QuantizeLinear", "Transpose", "QLinearConv", "NhwcMaxPool", "MaxPool", "Flatten", "Reshape", "QGemm"}, ops
     # per-group scales have no int8 kernel: that layer keeps its exact float weights, fp32 kernel
     ws_g, _ = int_specs(4, 8, "group", group_size=32)
     save_packed_model(build_int_sim(m, 4, 8, ranges, ws_g, as_), tmp_path / "g.cspk")
