@@ -202,18 +202,22 @@ def ort_session(model_bytes: bytes, optimized_path: str | None = None):
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
-def ort_kernel_ops(model_bytes: bytes) -> dict:
-    """Compute ops of the graph ONNX Runtime actually runs (its optimised model, after the QDQ
-    fusions): int8 kernels (QLinearConv, QGemm, ...) vs fp32 ones (Conv, Gemm, FusedConv, ...)."""
+def _ort_ops_of(optimized_path: str) -> dict:
     import onnx
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "optimized.onnx")
-        ort_session(model_bytes, path)
-        g = onnx.load(path).graph
+    g = onnx.load(optimized_path).graph
     c = Counter(n.op_type for n in g.node if n.op_type in _COMPUTE)
     return {"int8": {k: v for k, v in c.items() if k in _ORT_INT8},
             "fp32": {k: v for k, v in c.items() if k not in _ORT_INT8}, "source": "ONNX Runtime optimized graph"}
+
+
+def ort_kernel_ops(model_bytes: bytes) -> dict:
+    """Compute ops of the graph ONNX Runtime actually runs (its optimised model, after the QDQ
+    fusions): int8 kernels (QLinearConv, QGemm, ...) vs fp32 ones (Conv, Gemm, FusedConv, ...)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "optimized.onnx")
+        ort_session(model_bytes, path)
+        return _ort_ops_of(path)
 
 
 _PROFILE_WARMUP = 20
@@ -256,13 +260,16 @@ def _build_ort(g: DeployGraph) -> EnginePredictor:
     import onnxruntime as ort
 
     data = g.payload.SerializeToString()
-    sess = ort_session(data)
+    with tempfile.TemporaryDirectory() as tmp:  # the session also writes its optimised graph: the kernels it runs
+        path = str(Path(tmp) / "optimized.onnx")
+        sess = ort_session(data, path)
+        ops = _ort_ops_of(path)
     name = sess.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(sess.run(None, {name: x.detach().contiguous().numpy()})[0])
 
-    return EnginePredictor(run, f"ONNX Runtime {ort.__version__} CPU, {g.label}", "onnxruntime", lambda: ort_kernel_ops(data),
+    return EnginePredictor(run, f"ONNX Runtime {ort.__version__} CPU, {g.label}", "onnxruntime", lambda: ops,
                            lambda x, runs: ort_profile(data, x, runs))
 
 
