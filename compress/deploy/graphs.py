@@ -3,7 +3,8 @@ in memory, from the compact files on disk.  One builder per existing runtime nam
 stages write today keep working and gain fast engines:
 
     form runtime          graphs (in order of preference)
-    packed, quant-sim     onnx int8 QDQ from the stored b-bit codes (b <= 8) | torch eager (decoded)
+    packed, quant-sim     onnx int8 QDQ from the stored b-bit codes (b <= 8): codes x K for ONNX Runtime,
+                          the codes as stored for OpenVINO (see qdq_from_codes) | torch eager (decoded)
     onnxruntime-int8/fp32 onnx: the stored file as is
     pt2e-inductor-int8    pt2: the stored int8 program
     torch-eager/-compile  onnx fp32 | torch eager
