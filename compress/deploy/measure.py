@@ -203,14 +203,29 @@ def measure_variant(folder: str | Path, manifest: Manifest, test_x: torch.Tensor
         timed = {n: r[f"latency_ms_b{b}"] for n, r in res["runtimes"].items()}
         res["fastest"][f"b{b}"] = min(timed, key=timed.get) if timed else None
     if cfg.sim and manifest.sim is not None:
-        if manifest.sim == manifest.deploy and "torch-eager" in res["runtimes"]:  # same artifact, same eager module
-            res["accuracy_sim"] = res["runtimes"]["torch-eager"]["accuracy"]
-        else:
-            from compress.evaluate import accuracy
-            from compress.runtimes import load_predictor
-
-            res["accuracy_sim"] = accuracy(load_predictor(folder, manifest, manifest.sim), test_x, test_y, cfg.batch_size)
+        res["accuracy_sim"], res["accuracy_sim_source"] = _sim_accuracy(folder, manifest, preds.get("torch-eager"),
+                                                                        res["runtimes"].get("torch-eager"), test_x, test_y, cfg)
     return res
+
+
+def _sim_accuracy(folder, manifest: Manifest, eager: EnginePredictor | None, eager_res: dict | None, test_x, test_y,
+                  cfg: MeasureConfig) -> tuple[float, str]:
+    """Test accuracy of the simulated form.  When the deployed artifact's eager module computes the
+    same logits bit for bit as the simulation (the packed codes ARE the simulated weights: PTQ,
+    HAWQ, QAT write them so), its accuracy is reused after checking equality on the first test
+    batch; otherwise the simulation runs on the whole test set."""
+    from compress.evaluate import accuracy
+    from compress.runtimes import load_predictor
+
+    sim = load_predictor(folder, manifest, manifest.sim)
+    if manifest.sim == manifest.deploy and eager_res is not None:
+        return eager_res["accuracy"], "deployed eager module (same form)"
+    if eager is not None and eager_res is not None and "accuracy" in eager_res:
+        xb = test_x[: cfg.batch_size]
+        with torch.inference_mode():
+            if torch.equal(torch.as_tensor(sim(xb)), torch.as_tensor(eager(xb))):
+                return eager_res["accuracy"], "deployed eager module (bit-identical logits on the first test batch)"
+    return accuracy(sim, test_x, test_y, cfg.batch_size), "simulated form"
 
 
 # --------------------------------------------------------------------------- references and speed-ups

@@ -76,6 +76,9 @@ def test_measure_variant_per_runtime_accuracy_is_deterministic(variants):
     assert a["runtimes"]["onnxruntime"]["precision"] == "int8"
     assert a["runtimes"]["onnxruntime"]["ops"]["int8"] == {"QGemm": 2}
     assert a["fastest"]["b1"] in a["runtimes"] and a["accuracy_sim"] == a["runtimes"]["torch-eager"]["accuracy"]
+    assert "bit-identical" in a["accuracy_sim_source"]  # packed codes == simulated weights: no second eager pass
+    c = measure_variant(folder, man, x, y, runtimes=["onnxruntime"], cfg=FAST)  # no eager: the simulation runs
+    assert c["accuracy_sim_source"] == "simulated form" and c["accuracy_sim"] == a["accuracy_sim"]
     assert abs(a["runtimes"]["onnxruntime"]["accuracy"] - a["accuracy_sim"]) <= 0.01
 
 
