@@ -267,15 +267,15 @@ def reference_latencies(measured: dict) -> dict:
 def fp32_references(items: list[tuple[Path, Manifest, dict]], engines: list[Engine], cfg: MeasureConfig,
                     test_x: torch.Tensor, test_y: torch.Tensor) -> dict[str, dict]:
     """{arch_key: reference latencies} for every architecture among ``items`` ((folder, manifest,
-    measure_variant result)).  The reference is the first fp32 dense variant of that architecture
-    (the train stage's baseline comes first when the stages are sorted); an architecture with
+    measure_variant result)).  The reference is the train stage's baseline, else the first fp32
+    dense variant of that architecture (e.g. monarch-dense-ref, binary-fp32-mlp); an architecture with
     none (e.g. lottery's LeNet-300-100) gets a freshly built model of the same spec (seed 0
     weights: latency does not depend on the values), measured on the same engines."""
     from compress.deploy.engines import get_engine
 
     eager = [get_engine("torch-eager")]
     refs: dict[str, dict] = {}
-    for folder, man, res in items:
+    for folder, man, res in sorted(items, key=lambda it: it[1].stage != "train"):  # the trained baseline first
         k = arch_key(man.model)
         if k not in refs and is_fp32_reference(man) and res.get("runtimes"):
             refs[k] = reference_latencies(res)
