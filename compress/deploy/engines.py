@@ -19,7 +19,8 @@ with a reason, never a crash):
     torch-sparse   PyTorch eager, CSR sparse Linear     kinds: torch-sparse
     onnxruntime    ONNX Runtime CPUExecutionProvider    kinds: onnx
     openvino       OpenVINO CPU (precision hint f32)    kinds: onnx
-    pt2e           PT2E int8 program, AOTInductor       kinds: pt2
+    pt2e           PT2E int8 program, torch.compile     kinds: pt2
+    pt2e-aoti      PT2E int8 program, AOTInductor       kinds: pt2 (checked against the program at build)
 
 Threads: every engine uses ``torch.get_num_threads()`` intra-op threads (ONNX Runtime inter-op 1,
 OpenVINO one stream), so runtimes are compared with the same cores.
@@ -350,16 +351,20 @@ register_engine(Engine("openvino", ("onnx",), _missing("openvino", "openvino"), 
 
 
 # --------------------------------------------------------------------------- PT2E + AOTInductor
-def _aoti_check() -> str | None:
+def _pt2e_check() -> str | None:
     import shutil
 
     if importlib.util.find_spec("torchao") is None:
         return "torchao is not installed (the PT2E int8 programs use its quantized_decomposed ops)"
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        return "no C++ compiler on PATH (inductor compiles the program to C++)"
+    return None
+
+
+def _aoti_check() -> str | None:
     if not hasattr(torch._inductor, "aoti_compile_and_package"):
         return f"torch {torch.__version__} has no AOTInductor packaging"
-    if shutil.which("c++") is None and shutil.which("g++") is None:
-        return "no C++ compiler on PATH (AOTInductor compiles the program to a shared library)"
-    return None
+    return _pt2e_check()
 
 
 def aoti_cache_dir() -> Path:
@@ -377,48 +382,121 @@ def aoti_package(program: str | Path, cache_dir: str | Path | None = None) -> Pa
     import hashlib
     import os
 
-    import torch._inductor.config as inductor_config
-    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed ops
-
+    _register_x86_int8_passes()
     program = Path(program)
-    key = hashlib.sha256(program.read_bytes() + torch.__version__.encode()).hexdigest()[:20]
+    key = hashlib.sha256(program.read_bytes() + f"{torch.__version__}|aoti-v2".encode()).hexdigest()[:20]
     cache = Path(cache_dir) if cache_dir is not None else aoti_cache_dir()
     pkg = cache / f"{program.stem}-{key}.pt2"
     if not pkg.exists():
         cache.mkdir(parents=True, exist_ok=True)
         ep = torch.export.load(str(program))
         tmp = cache / f".{pkg.name}.{os.getpid()}.tmp.pt2"
-        with inductor_config.patch(freezing=True):
-            torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp))
+        with torch.no_grad():  # freezing under no_grad: the int8 weight-prepack / qlinear / qconv fusions apply
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp), inductor_configs={"freezing": True})
         os.replace(tmp, pkg)
     return pkg
 
 
-def pt2e_program_ops(program: str | Path) -> dict:
-    """Conv / linear nodes of a PT2E program whose weight is dequantized from int8 (inductor lowers
-    exactly these dq -> conv/linear -> q patterns to oneDNN int8 kernels) vs float ones."""
-    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+def _register_x86_int8_passes() -> None:
+    """Importing torchao's X86InductorQuantizer module registers inductor's int8 fusion passes
+    (dq -> conv/linear -> q  =>  oneDNN qconv / qlinear).  A process that only LOADS a PT2E program
+    never imports it, and inductor then silently compiles fp32 GEMMs on dequantized weights
+    (measured: MLP 784-1024-1024-10 at batch 256, 23 ms instead of 3 ms; pytorch/ao#4566)."""
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed ops
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401  registers the fusion passes
 
-    ep = torch.export.load(str(program))
+
+def aoti_package_ops(pkg: str | Path) -> dict:
+    """The kernels an AOTInductor package calls (its generated wrapper): oneDNN int8
+    (``_qlinear_pointwise``, ``_qconv..._pointwise``) vs fp32 (addmm, convolution, ...)."""
+    import re
+    import zipfile
+
     c = {"int8": Counter(), "fp32": Counter()}
-    for n in ep.graph.nodes:
-        if n.op == "call_function" and n.target in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default):
-            w = n.args[1]
-            q = getattr(w, "op", "") == "call_function" and "dequantize" in str(w.target)
-            c["int8" if q else "fp32"][str(n.target).split(".")[-2]] += 1
-    return {"int8": dict(c["int8"]), "fp32": dict(c["fp32"]), "source": "PT2E program (dq -> conv/linear patterns)"}
+    with zipfile.ZipFile(str(pkg)) as z:
+        for n in z.namelist():
+            if n.endswith("wrapper.cpp"):
+                for call in re.findall(r"aoti_torch_cpu_(\w+)\(", z.read(n).decode("utf8", "ignore")):
+                    if "qlinear" in call or "qconv" in call:
+                        c["int8"][call.strip("_")] += 1
+                    elif any(k in call for k in ("addmm", "mm_out", "convolution", "linear", "bmm")):
+                        c["fp32"][call.strip("_")] += 1
+    return {"int8": dict(c["int8"]), "fp32": dict(c["fp32"]), "source": "AOTInductor package wrapper (kernel calls)"}
 
 
-def _build_pt2e(g: DeployGraph) -> EnginePredictor:
-    runner = torch._inductor.aoti_load_package(str(aoti_package(g.payload)))
+def _program_probe(program: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, logits) of the saved program run as is (its reference semantics) on a seeded batch."""
+    _register_x86_int8_passes()
+    ep = torch.export.load(str(program))
+    shape = next(n.meta["val"].shape for n in ep.graph.nodes if n.op == "placeholder" and n.name not in ep.graph_signature.inputs_to_parameters
+                 and n.name not in ep.graph_signature.inputs_to_buffers and n.name not in ep.graph_signature.inputs_to_lifted_tensor_constants)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((8, *[int(d) for d in shape[1:]]), generator=g)
+    with torch.no_grad():
+        return x, ep.module()(x)
+
+
+def _check_same(name: str, out: torch.Tensor, ref: torch.Tensor) -> None:
+    """An int8 compilation must compute the program's function: max |diff| <= 0.1 std(logits)."""
+    diff, std = float((out - ref).abs().max()), float(ref.std())
+    if not diff <= 0.1 * std + 1e-6:
+        raise RuntimeError(f"{name} computes other logits than the PT2E program (max |diff| {diff:.3g} vs logit std {std:.3g}); "
+                           "measured on torch 2.14.1: AOTInductor packages with int8 qconv give wrong results")
+
+
+def _build_pt2e_aoti(g: DeployGraph) -> EnginePredictor:
+    pkg = aoti_package(g.payload)
+    runner = torch._inductor.aoti_load_package(str(pkg))
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return runner(x.contiguous())
 
+    x, ref = _program_probe(g.payload)
+    _check_same("the AOTInductor package", run(x), ref)
     return EnginePredictor(run, f"PT2E int8 AOTInductor package (inductor freezing, oneDNN), torch "
-                                f"{torch.__version__.split('+')[0]}, {g.label}", "pt2e", lambda: pt2e_program_ops(g.payload))
+                                f"{torch.__version__.split('+')[0]}, {g.label}", "pt2e-aoti", lambda: aoti_package_ops(pkg))
 
 
-register_engine(Engine("pt2e", ("pt2",), _aoti_check, _build_pt2e,
-                       "PT2E int8 program compiled ahead of time by AOTInductor (no torch.compile call overhead)"))
+def _build_pt2e(g: DeployGraph) -> EnginePredictor:
+    """torch.compile (inductor, freezing) of the saved program: one static-shape graph per batch size,
+    compiled at its first call.  Which int8 fusions inductor made comes from its counters."""
+    from torch._dynamo.utils import counters
+
+    from compress.quant.deploy import Pt2eInductorPredictor
+
+    _register_x86_int8_passes()
+    pred = Pt2eInductorPredictor(Path(g.payload))
+    fused: dict[str, Counter] = {"int8": Counter(), "fp32": Counter()}
+    seen: set[tuple[int, ...]] = set()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        shape = tuple(x.shape)
+        if shape in seen:
+            return pred(x)
+        before = {k: dict(v) for k, v in counters.items()}
+        out = pred(x)  # compiles this shape
+        seen.add(shape)
+        for k, v in counters["inductor"].items():
+            d = v - before.get("inductor", {}).get(k, 0)
+            if d > 0 and k.endswith("_lower_count") and ("qlinear" in k or "qconv" in k):
+                fused["int8"][k.removesuffix("_lower_count")] = max(fused["int8"][k.removesuffix("_lower_count")], d)
+        for k, v in counters["aten_mm_info"].items():
+            d = v - before.get("aten_mm_info", {}).get(k, 0)
+            if d > 0:
+                fused["fp32"][k.split("_")[0]] = max(fused["fp32"][k.split("_")[0]], d)
+        return out
+
+    x, ref = _program_probe(g.payload)
+    _check_same("torch.compile of the program", run(x), ref)
+    return EnginePredictor(run, f"PT2E int8 + torch.compile (inductor, freezing: oneDNN int8), torch "
+                                f"{torch.__version__.split('+')[0]}, {g.label}", "pt2e",
+                           lambda: {"int8": dict(fused["int8"]), "fp32": dict(fused["fp32"]),
+                                    "source": "inductor counters (int8 fusions lowered; fp32 mm calls)"})
+
+
+register_engine(Engine("pt2e", ("pt2",), _pt2e_check, _build_pt2e,
+                       "PT2E int8 program compiled by torch.compile (inductor freezing: oneDNN int8 kernels)"))
+register_engine(Engine("pt2e-aoti", ("pt2",), _aoti_check, _build_pt2e_aoti,
+                       "PT2E int8 program compiled ahead of time by AOTInductor (no Python call overhead); checked "
+                       "against the program's own logits at build"))

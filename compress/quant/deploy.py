@@ -198,6 +198,9 @@ class Pt2eInductorPredictor:
 
     def __init__(self, path: Path):
         import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed ops the program uses
+        # registers inductor's int8 fusion passes (dq -> conv/linear -> q => oneDNN qconv/qlinear); a process that only
+        # loads the program never imports it otherwise, and inductor silently compiles fp32 GEMMs (pytorch/ao#4566)
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
 
         self.module = torch.export.load(str(path)).module()
         self.compiled = torch.compile(self.module, dynamic=False)

@@ -340,3 +340,42 @@ def test_asymmetric_weights_and_wide_activations(tmp_path, lenet):
     ref = load_packed_model(tmp_path / "a16.cspk", LeNet5())(x).detach()
     preds, _ = deploy_predictors(tmp_path, man, _engines(["onnxruntime"]))
     assert float((preds["onnxruntime"](x) - ref).abs().max()) <= 1e-4 * float(ref.abs().max())
+
+
+@pytest.mark.slow
+def test_pt2e_engines_run_int8_kernels_or_say_why(tmp_path):
+    """PT2E programs: torch.compile (engine pt2e) lowers every conv / linear to oneDNN int8 and computes
+    the program's logits; the AOTInductor package (pt2e-aoti) calls int8 kernels and either computes
+    the same logits or is skipped with the reason (torch 2.14.1: its int8 qconv gives wrong logits).
+    ~2 min: three compiles."""
+    from compress.deploy.engines import aoti_package, aoti_package_ops
+    from compress.quant.deploy import export_pt2e_int8
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 28, 28)
+    for name, m in (("lenet5", LeNet5().eval()), ("mlp", MLP(hidden=(64, 32)).eval())):
+        prog = export_pt2e_int8(m, tmp_path / f"{name}.pt2", x, calibrate(m, x, ["minmax"])["minmax"])
+        spec = LENET if name == "lenet5" else model_spec("mlp", {"hidden": [64, 32]}, [1, 28, 28], 10)
+        man = manifest(spec, Form("pt2e-inductor-int8", [prog.name]), act_bits=8)
+        engines = _engines(["pt2e"] + (["pt2e-aoti"] if name == "mlp" else []))
+        preds, skipped = deploy_predictors(tmp_path, man, engines)
+        with torch.no_grad():
+            ref = torch.export.load(str(prog)).module()(x)
+        p = preds["pt2e"]
+        assert float((p(x) - ref).abs().max()) <= 0.1 * float(ref.std()), name
+        ops = p.low_precision_ops()
+        assert sum(ops["int8"].values()) == (3 if name == "mlp" else 5) and not ops["fp32"], (name, ops)
+        if name == "mlp":
+            assert float((preds["pt2e-aoti"](x) - ref).abs().max()) <= 0.1 * float(ref.std())
+            assert sum(aoti_package_ops(aoti_package(prog))["int8"].values()) == 3
+    # the conv net through AOTInductor: int8 kernel calls; built only if it computes the program's logits
+    prog = tmp_path / "lenet5.pt2"
+    pkg = aoti_package(prog, cache_dir=tmp_path / "cache")
+    assert sum(aoti_package_ops(pkg)["int8"].values()) == 5
+    preds, skipped = deploy_predictors(tmp_path, manifest(LENET, Form("pt2e-inductor-int8", [prog.name])), _engines(["pt2e-aoti"]))
+    if "pt2e-aoti" in preds:
+        with torch.no_grad():
+            ref = torch.export.load(str(prog)).module()(x)
+        assert float((preds["pt2e-aoti"](x) - ref).abs().max()) <= 0.1 * float(ref.std())
+    else:
+        assert "computes other logits than the PT2E program" in skipped["pt2e-aoti"]
