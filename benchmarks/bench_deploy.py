@@ -9,7 +9,7 @@ evaluate stage measures:
     fp32            PyTorch eager | ONNX Runtime | OpenVINO  (+ torch.compile with --compile)
     W8A8            int8 QDQ built from the stored codes: ONNX Runtime | OpenVINO
                     stored quantize_static QDQ file: ONNX Runtime | OpenVINO
-                    PT2E int8: torch.compile (freezing) | AOTInductor package
+                    PT2E int8: torch.compile (freezing) | AOTInductor package (skipped when it computes other logits)
     W4A8, mixed     int8 QDQ built from the bit-packed codes: ONNX Runtime | OpenVINO; eager (today's path)
     90 % sparse     eager | ONNX Runtime | OpenVINO | torch.sparse CSR Linear layers
     Monarch (MLP)   eager | ONNX Runtime | OpenVINO fp32; ORT dynamic int8 (MatMulInteger) for the int8 question
@@ -154,21 +154,16 @@ def build_cells(name: str, model: nn.Module, spec: dict, x_cal: torch.Tensor, tm
             add_preds("W8A8 quantize_static", predictors(f, man, ["onnxruntime", "openvino"]),
                       {"onnxruntime": "ORT int8 (quantize_static file)", "openvino": "OpenVINO int8 (quantize_static file)"})
             if a.pt2e != "none":
-                pt2 = export_pt2e_int8(sim_f, d / "model.int8.pt2", x_cal, ranges)
-                if a.pt2e in ("both", "compile"):
-                    from compress.quant.deploy import Pt2eInductorPredictor
-
-                    t = time.perf_counter()
-                    pc = Pt2eInductorPredictor(pt2)
-                    for b in a.batches:  # compile both static shapes now, not inside the timing
-                        pc(x_cal[:1].repeat(b, 1, 1, 1))
-                    print(f"  [{name}] PT2E torch.compile: {time.perf_counter() - t:.1f} s for {len(a.batches)} shapes")
-                    add("PT2E int8 torch.compile", "W8A8 PT2E", pc)
-                if a.pt2e in ("both", "aoti"):
-                    t = time.perf_counter()
-                    p = get_engine("pt2e").build(DeployGraph("pt2", pt2, "PT2E int8", "int8"))
-                    print(f"  [{name}] PT2E AOTInductor package: {time.perf_counter() - t:.1f} s (compile, or cache hit)")
-                    add("PT2E int8 AOTInductor", "W8A8 PT2E", p, ops=p.low_precision_ops)
+                export_pt2e_int8(sim_f, d / "model.int8.pt2", x_cal, ranges)
+                f, man = variant(d, f"{name}-pt2e", spec, Form("pt2e-inductor-int8", ["model.int8.pt2"]), act_bits=8)
+                names = {"both": ["pt2e", "pt2e-aoti"], "compile": ["pt2e"], "aoti": ["pt2e-aoti"]}[a.pt2e]
+                t = time.perf_counter()
+                preds = predictors(f, man, names)
+                for p in preds.values():  # compile every static shape now, not inside the timing
+                    for b in a.batches:
+                        p(x_cal[:1].repeat(b, 1, 1, 1))
+                print(f"  [{name}] PT2E {'+'.join(names)}: {time.perf_counter() - t:.1f} s to compile (AOTI: or cache hit)")
+                add_preds("W8A8 PT2E", preds, {"pt2e": "PT2E int8 torch.compile", "pt2e-aoti": "PT2E int8 AOTInductor"})
     # 3. 90 % unstructured sparsity (global magnitude)
     from compress.prune.sparse_io import save_sparse
 
