@@ -65,8 +65,19 @@ def get_runtime(name: str) -> Loader:
     return RUNTIMES[name]
 
 
-def load_predictor(folder: str | Path, manifest: Manifest, form: Form | None = None) -> Predictor:
+def load_predictor(folder: str | Path, manifest: Manifest, form: Form | None = None, engine: str | None = None) -> Predictor:
+    """The artifact of ``form`` (default: the deploy form) as a Predictor: through its registered
+    runtime, or with ``engine`` (e.g. "onnxruntime", "openvino"; see compress.deploy.engines) on the
+    graph compress.deploy builds from the same files.  An engine that cannot run it: ValueError
+    with the reason."""
     form = form or manifest.deploy
+    if engine is not None:
+        from compress.deploy import deploy_predictors, get_engine
+
+        preds, skipped = deploy_predictors(folder, manifest, [get_engine(engine, "engine")], form)
+        if engine not in preds:
+            raise ValueError(f"variant {manifest.variant}: {skipped.get(engine, 'no graph')}")
+        return preds[engine]
     return get_runtime(form.runtime)(Path(folder), manifest, form)
 
 

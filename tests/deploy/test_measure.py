@@ -128,3 +128,15 @@ def test_unknown_artifact_is_skipped_not_fatal(variants, tmp_path):
                    sparsity=0.0, params=1, deploy=Form("my-own-format", ["x.bin"]))
     res = measure_variant(tmp_path, man, x, y, runtimes=["onnxruntime"], cfg=FAST)
     assert res["runtimes"] == {} and "no deploy graphs for runtime 'my-own-format'" in res["skipped"]["onnxruntime"]
+
+
+def test_load_predictor_with_an_engine(variants):
+    from compress.runtimes import load_predictor
+
+    found, x, y = variants
+    folder, man = next((f, m) for f, m in found if m.variant == "w4a8")
+    p = load_predictor(folder, man, engine="onnxruntime")
+    assert "ONNX Runtime" in p.description and p(x[:4]).shape == (4, 10)
+    assert "fp32 kernels" in load_predictor(folder, man).description  # the registered runtime, as before
+    with pytest.raises(ValueError, match="n/a: pt2e runs pt2 graphs"):
+        load_predictor(folder, man, engine="pt2e")
