@@ -46,7 +46,7 @@ import torch.nn as nn
 from compress.checkpoint import save_state_dict
 from compress.deploy import build_graphs, deploy_predictors, resolve_runtimes
 from compress.deploy.engines import DeployGraph, get_engine
-from compress.models import LeNet5, MLP, prunable_layers
+from compress.models import MLP, LeNet5, prunable_layers
 from compress.quant.observers import calibrate
 from compress.quant.ptq import build_int_sim, int_specs, save_packed_model
 from compress.variants import Form, Manifest, model_spec, write_variant

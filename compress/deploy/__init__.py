@@ -12,11 +12,26 @@ program), and :mod:`compress.deploy.engines` hands each graph to every engine th
     res = measure_variant(folder, manifest, test_x, test_y, runtimes=["onnxruntime", "openvino"])
     out = evaluate_deployed(discover("variants"), test_x, test_y, runtimes=None)   # the evaluate stage
 """
-from compress.deploy.engines import (ENGINES, DeployGraph, Engine, EnginePredictor, engine_status, get_engine,
-                                     register_engine, resolve_runtimes)
+from compress.deploy.engines import (
+                                     ENGINES,
+                                     DeployGraph,
+                                     Engine,
+                                     EnginePredictor,
+                                     engine_status,
+                                     get_engine,
+                                     register_engine,
+                                     resolve_runtimes,
+)
 from compress.deploy.graphs import GRAPH_BUILDERS, build_graphs, deploy_predictors, register_graphs
-from compress.deploy.measure import (MeasureConfig, adaptive_latency, evaluate_deployed, fp32_references, measure_variant,
-                                     speedups, variant_rows)
+from compress.deploy.measure import (
+                                     MeasureConfig,
+                                     adaptive_latency,
+                                     evaluate_deployed,
+                                     fp32_references,
+                                     measure_variant,
+                                     speedups,
+                                     variant_rows,
+)
 
 __all__ = ["ENGINES", "DeployGraph", "Engine", "EnginePredictor", "engine_status", "get_engine", "register_engine",
            "resolve_runtimes", "GRAPH_BUILDERS", "build_graphs", "deploy_predictors", "register_graphs", "MeasureConfig",

@@ -402,7 +402,7 @@ def _register_x86_int8_passes() -> None:
     (dq -> conv/linear -> q  =>  oneDNN qconv / qlinear).  A process that only LOADS a PT2E program
     never imports it, and inductor then silently compiles fp32 GEMMs on dequantized weights
     (measured: MLP 784-1024-1024-10 at batch 256, 23 ms instead of 3 ms; pytorch/ao#4566)."""
-    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed ops
+    import torchao.quantization.pt2e.quantize_pt2e
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401  registers the fusion passes
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -63,7 +63,7 @@ class MeasureConfig:
                 raise ValueError(f"evaluate.{key} = {getattr(self, key)!r} is invalid; allowed: {allowed}")
 
     @classmethod
-    def from_section(cls, section, **over) -> "MeasureConfig":
+    def from_section(cls, section, **over) -> MeasureConfig:
         """From an ``evaluate`` params section (any object with some of these attributes)."""
         kw = {k: getattr(section, k) for k in cls.__dataclass_fields__ if hasattr(section, k)}
         if "latency_batches" in kw:
@@ -79,7 +79,7 @@ def _timed(predict: Callable, x: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 def _summary(times: list[float], seconds: float) -> dict:
     s = sorted(times)
-    q = lambda f: s[min(len(s) - 1, int(f * len(s)))]  # noqa: E731
+    q = lambda f: s[min(len(s) - 1, int(f * len(s)))]
     return {"median_ms": statistics.median(s), "p10_ms": q(0.1), "p90_ms": q(0.9), "repeats": len(s),
             "threads": torch.get_num_threads(), "seconds": round(seconds, 4)}
 

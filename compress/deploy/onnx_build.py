@@ -129,7 +129,7 @@ class ActQuant:
     bits: int
 
     @classmethod
-    def from_range(cls, lo: float, hi: float, spec) -> "ActQuant":
+    def from_range(cls, lo: float, hi: float, spec) -> ActQuant:
         from compress.quant.affine import affine_params
 
         # the simulation's buffers are float32 scalars: same inputs, same (s, z)
@@ -162,7 +162,7 @@ class LayerQuant:
     bits: int | None = None
     why: str = ""  # why the weight is not int8
 
-    def widened(self, limit: int = 63) -> "LayerQuant":
+    def widened(self, limit: int = 63) -> LayerQuant:
         """The same weights with codes multiplied by an integer ``K_c = limit // max|code_c|`` per
         output channel and scales divided by it: ``(q K)(s_w / K) = q s_w`` (to a float32 rounding
         of the scale).  The int32 bias unit ``s_x s_w / K`` gets K times finer, so ONNX Runtime's own
@@ -280,8 +280,8 @@ def qdq_graph(fp32, layers: Mapping[str, LayerQuant], fuse_outputs: bool = True)
         src = tensor
         full = (0, 255) if typ == "uint8" else (-128, 127)
         if clip and (a.qmin, a.qmax) != full:  # narrower codes: clip to the representable range first
-            lo = const(f"{tag}.lo", np.float32((a.qmin - a.z)) * a.scale)
-            hi = const(f"{tag}.hi", np.float32((a.qmax - a.z)) * a.scale)
+            lo = const(f"{tag}.lo", np.float32(a.qmin - a.z) * a.scale)
+            hi = const(f"{tag}.hi", np.float32(a.qmax - a.z) * a.scale)
             out.append(helper.make_node("Clip", [src, lo, hi], [f"{tag}.clipped"]))
             src = f"{tag}.clipped"
         out.append(helper.make_node("QuantizeLinear", [src, scale, zp], [f"{tag}.q"]))

@@ -99,8 +99,8 @@ def test_qdq_requantizes_outputs_with_the_next_input_range(tmp_path, lenet):
     """conv -> relu -> maxpool -> conv: the int8 conv output is quantized with the next layer's input
     (s, z), so no float tensor sits between two int8 kernels; the logits stay float."""
     from compress.deploy.onnx_build import ActQuant, fp32_graph, layer_quant, qdq_graph
-    from compress.quant.packing import load_packed
     from compress.quant.fakequant import QuantSpec
+    from compress.quant.packing import load_packed
 
     m, _, x, ranges = lenet
     ws, as_ = int_specs(4, 8)
@@ -188,7 +188,7 @@ def test_cast_pair_rounds_exactly_like_torch(fmt):
                   + [torch.tensor([0.0, -0.0, 448.0, 449.0, 464.0, 480.0, 1e6, 57344.0])]).reshape(1, 1, 1, -1)
     to = getattr(TensorProto, _CAST_TYPES[fmt])
     kw = {"saturate": int(fmt == "fp8_e4m3")} if fmt.startswith("fp8") else {}
-    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, list(x.shape))  # noqa: E731
+    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, list(x.shape))
     g = helper.make_graph([helper.make_node("Cast", ["x"], ["l"], to=to, **kw), helper.make_node("Cast", ["l"], ["y"], to=1)],
                           "cast", [vi("x")], [vi("y")])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
