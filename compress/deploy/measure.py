@@ -186,8 +186,10 @@ def measure_variant(folder: str | Path, manifest: Manifest, test_x: torch.Tensor
     for name, p in preds.items():
         g = used[name]
         r = {"description": p.description, "graph": g.label, "precision": g.precision, "notes": list(g.notes)}
+        t_rt = time.perf_counter()
         try:
             r.update(measure_predictor(p, test_x, test_y, cfg))
+            r["seconds"] = round(time.perf_counter() - t_rt, 4)
         except Exception as e:  # a runtime that compiled but fails to run: skip it with the reason
             res["skipped"][name] = f"{name} failed while running: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
             continue
@@ -203,8 +205,11 @@ def measure_variant(folder: str | Path, manifest: Manifest, test_x: torch.Tensor
         timed = {n: r[f"latency_ms_b{b}"] for n, r in res["runtimes"].items()}
         res["fastest"][f"b{b}"] = min(timed, key=timed.get) if timed else None
     if cfg.sim and manifest.sim is not None:
+        t_sim = time.perf_counter()
         res["accuracy_sim"], res["accuracy_sim_source"] = _sim_accuracy(folder, manifest, preds.get("torch-eager"),
                                                                         res["runtimes"].get("torch-eager"), test_x, test_y, cfg)
+        res["sim_s"] = round(time.perf_counter() - t_sim, 4)
+    res["seconds"] = round(time.perf_counter() - t0, 4)
     return res
 
 
