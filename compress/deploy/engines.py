@@ -424,14 +424,14 @@ def aoti_package_ops(pkg: str | Path) -> dict:
     return {"int8": dict(c["int8"]), "fp32": dict(c["fp32"]), "source": "AOTInductor package wrapper (kernel calls)"}
 
 
-def _program_probe(program: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _program_probe(program: Path, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """(input, logits) of the saved program run as is (its reference semantics) on a seeded batch."""
     _register_x86_int8_passes()
     ep = torch.export.load(str(program))
     shape = next(n.meta["val"].shape for n in ep.graph.nodes if n.op == "placeholder" and n.name not in ep.graph_signature.inputs_to_parameters
                  and n.name not in ep.graph_signature.inputs_to_buffers and n.name not in ep.graph_signature.inputs_to_lifted_tensor_constants)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn((8, *[int(d) for d in shape[1:]]), generator=g)
+    x = torch.randn((batch, *[int(d) for d in shape[1:]]), generator=g)
     with torch.no_grad():
         return x, ep.module()(x)
 
@@ -487,7 +487,7 @@ def _build_pt2e(g: DeployGraph) -> EnginePredictor:
                 fused["fp32"][k.split("_")[0]] = max(fused["fp32"][k.split("_")[0]], d)
         return out
 
-    x, ref = _program_probe(g.payload)
+    x, ref = _program_probe(g.payload, batch=1)  # batch 1: a shape the latency measurement compiles anyway
     _check_same("torch.compile of the program", run(x), ref)
     return EnginePredictor(run, f"PT2E int8 + torch.compile (inductor, freezing: oneDNN int8), torch "
                                 f"{torch.__version__.split('+')[0]}, {g.label}", "pt2e",
