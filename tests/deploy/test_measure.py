@@ -140,3 +140,19 @@ def test_load_predictor_with_an_engine(variants):
     assert "fp32 kernels" in load_predictor(folder, man).description  # the registered runtime, as before
     with pytest.raises(ValueError, match="n/a: pt2e runs pt2 graphs"):
         load_predictor(folder, man, engine="pt2e")
+
+
+@pytest.mark.parametrize("quantizer", ["fixed", "lsq"])
+def test_sim_with_weights_fake_quantized_once_is_bit_identical(quantizer):
+    from compress.deploy.measure import weights_fake_quantized_once
+    from compress.models import LeNet5
+    from compress.quant.qat import prepare_qat
+
+    torch.manual_seed(0)
+    m = LeNet5().eval()
+    x = torch.randn(32, 1, 28, 28)
+    q = prepare_qat(m, 4, 8, calibrate(m, x, ["minmax"])["minmax"], quantizer).eval()
+    frozen = weights_fake_quantized_once(q)
+    with torch.no_grad():
+        assert torch.equal(frozen(x), q(x))
+    assert all(getattr(mod, "wspec", None) is None for mod in frozen.modules())
