@@ -392,7 +392,8 @@ def aoti_package(program: str | Path, cache_dir: str | Path | None = None) -> Pa
         ep = torch.export.load(str(program))
         tmp = cache / f".{pkg.name}.{os.getpid()}.tmp.pt2"
         with torch.no_grad():  # freezing under no_grad: the int8 weight-prepack / qlinear / qconv fusions apply
-            torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp), inductor_configs={"freezing": True})
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp),
+                                                     inductor_configs={"freezing": True, "fx_graph_cache": False})
         os.replace(tmp, pkg)
     return pkg
 
