@@ -159,24 +159,30 @@ def qdq_from_codes(model: nn.Module, manifest: Manifest, qts: dict, acts: dict) 
         qt = qts.get(f"{name}.weight")
         layers[name] = layer_quant(qt, act) if qt is not None else LayerQuant(None, None, act, None, "float weights")
     fp32 = fp32_graph(model, _input_shape(manifest))
-    proto, report = qdq_graph(fp32, layers)
+    # OpenVINO: the stored codes, every bias exact in float (its int8 kernels add it after the integer product)
+    proto, report = qdq_graph(fp32, layers, int32_output_bias=False)
     label, prec, notes = _describe_qdq(report, {n: lq.bits for n, lq in layers.items()})
     sub8 = sorted({lq.act.bits for lq in layers.values() if lq.act is not None and lq.act.bits < 8})
     if sub8:
         notes.append(f"{'/'.join(map(str, sub8))}-bit activation codes run as uint8 codes: a Clip to the calibrated "
                      "range before each QuantizeLinear keeps them exact")
-    exact = DeployGraph("onnx", proto, label, prec, notes)
+    if not report.int8_layers:  # fp32 kernels everywhere: one graph for every engine
+        return [DeployGraph("onnx", proto, label, prec, notes)]
+    exact = DeployGraph("onnx", proto, label, prec, notes,
+                        exclude={"onnxruntime": "ONNX Runtime runs the int32-bias form of this graph"})
+    # ONNX Runtime rounds each bias to an int32 multiple of s_x s_w (it needs that form to fuse the logits'
+    # QGemm): give it codes x K, a K-times finer bias unit
     wide = {n: lq.widened() for n, lq in layers.items()}
-    if all(wide[n] is layers[n] for n in layers):
-        return [exact]
-    # ONNX Runtime rounds each bias to an int32 multiple of s_x s_w itself: give it codes x K (finer
-    # bias unit); OpenVINO adds the float bias exactly and gets the stored codes unchanged.
-    wproto, _ = qdq_graph(fp32, wide)
-    ort = DeployGraph("onnx", wproto, f"{label}; codes x K per channel (K = 63 // max|code|) for a K-times finer int32 bias",
-                      prec, notes + ["ONNX Runtime runs the stored codes times an integer K per channel with scales / K "
-                                     "(same weights): its int32 bias rounding is K times finer"],
-                      exclude={"openvino": "OpenVINO runs the stored codes as they are (its float bias is exact)"})
-    exact.exclude = {"onnxruntime": "ONNX Runtime runs the codes x K form of this graph"}
+    widened = any(wide[n] is not layers[n] for n in layers)
+    wproto, _ = qdq_graph(fp32, wide, int32_output_bias=True)
+    ort_notes = notes + ["ONNX Runtime rounds each bias to int32 at s_x s_w (at most half a unit)"]
+    if widened:
+        label_ort = f"{label}; codes x K per channel (K = 63 // max|code|) for a K-times finer int32 bias"
+        ort_notes.append("it runs the stored codes times an integer K per channel with scales / K (same weights)")
+    else:
+        label_ort = label
+    ort = DeployGraph("onnx", wproto, label_ort, prec, ort_notes,
+                      exclude={"openvino": "OpenVINO runs the stored codes with exact float biases"})
     return [ort, exact]
 
 

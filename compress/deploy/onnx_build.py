@@ -231,15 +231,17 @@ def _gemm_ok(node) -> str | None:
     return None
 
 
-def qdq_graph(fp32, layers: Mapping[str, LayerQuant], fuse_outputs: bool = True):
+def qdq_graph(fp32, layers: Mapping[str, LayerQuant], fuse_outputs: bool = True, int32_output_bias: bool = True):
     """Insert Q/DQ (module docstring) into the fp32 graph ``fp32`` (unchanged).  Returns
     (ModelProto, QDQReport).
 
     Biases: a layer whose output is requantized keeps its exact float bias (OpenVINO adds it
     after the int8 convolution in float: bit-for-bit the simulation's codes; ONNX Runtime's
     QLinearConv / QGemm fusion rounds it to int32 itself).  A layer with float output (the
-    logits) gets an int32 bias at scale ``s_x s_w`` (the QGemm float-output form), an error of
-    at most half an accumulator unit on the logits, with no quantizer after it to amplify it.
+    logits) gets, with ``int32_output_bias``, an int32 bias at scale ``s_x s_w`` (the form ONNX
+    Runtime needs to fuse QGemm with float output; error <= half an accumulator unit on the
+    logits, which is NOT small for coarse codes: 0.2 for W2A4), else its exact float bias
+    (OpenVINO keeps the int8 kernel and adds it in float).
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -362,7 +364,7 @@ def qdq_graph(fp32, layers: Mapping[str, LayerQuant], fuse_outputs: bool = True)
             pre.append(helper.make_node("DequantizeLinear", [wq, ws, wz], [f"{name}.weight_dq"], axis=0))
             node.input[1] = f"{name}.weight_dq"
             inits.pop(w, None)
-            if name not in fused and len(node.input) > 2 and node.input[2]:  # float output: int32 bias
+            if int32_output_bias and name not in fused and len(node.input) > 2 and node.input[2]:  # float output
                 b = numpy_helper.to_array(inits.pop(node.input[2])).astype(np.float64)
                 bs = (lq.act.scale * lq.w_scale).astype(np.float32)  # s_x s_w per channel (ONNX scales)
                 bq = np.clip(np.round(b / bs.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)

@@ -43,10 +43,10 @@ MIXED = {"conv1": 8, "conv2": 4, "fc1": 2, "fc2": 3, "fc3": 6}
 @pytest.mark.parametrize("wbits,abits", [(8, 8), (4, 8), (MIXED, 8), (4, 4)], ids=["w8a8", "w4a8", "mixed", "w4a4"])
 def test_int8_graph_from_packed_codes_matches_the_simulation(tmp_path, lenet, wbits, abits):
     """Stated tolerance, in units of the logits' standard deviation over the batch: OpenVINO
-    (float bias after the int8 conv: the simulation's codes) mean |diff| <= 0.01 (0.05 for
-    4-bit activations, whose steps are 16x coarser); ONNX Runtime (rounds each bias to int32)
-    mean <= 0.1, max <= 0.5; argmax agreement >= 99 % for both.  Every conv / gemm runs on an
-    int8 kernel (read back from each engine's optimised graph)."""
+    (stored codes, float biases added after the int8 product: the simulation's codes) median |diff|
+    <= 1e-5, mean <= 0.005 (a .5 tie rounded the other way flips one code); ONNX Runtime (its int8 fusion rounds each bias to int32 at s_x s_w) mean <= 0.1,
+    max <= 0.5; argmax agreement >= 99 % for both.  Every conv / gemm runs on an int8 kernel
+    (read back from each engine's optimised graph)."""
     m, x_cal, x, ranges = lenet
     ws, as_ = int_specs(8, abits)
     qm = build_int_sim(m, wbits, abits, ranges, ws, as_)
@@ -77,7 +77,7 @@ def test_int8_graph_from_packed_codes_matches_the_simulation(tmp_path, lenet, wb
                 assert np.array_equal(got, codes * k.reshape(-1, *[1] * (codes.ndim - 1)))
                 assert ((k == 1) | (np.abs(got).reshape(len(got), -1).max(1) <= 63)).all() and (k >= 1).all()
                 widened.append(int(k.max()))
-    assert len(onnx_graphs) == (1 if wbits == 8 else 2) and (not widened or max(widened) > 1)
+    assert len(onnx_graphs) == 2 and (max(widened) > 1) == (wbits != 8)
     ref = load_packed_model(tmp_path / "model.cspk", LeNet5())(x).detach()
     assert torch.equal(ref, qm(x))
     std = float(ref.std())
@@ -87,7 +87,9 @@ def test_int8_graph_from_packed_codes_matches_the_simulation(tmp_path, lenet, wb
         out = p(x)
         diff = (out - ref).abs()
         agree = float((out.argmax(1) == ref.argmax(1)).float().mean())
-        mean_tol = 0.1 if name == "onnxruntime" else (0.05 if abits < 8 else 0.01)
+        mean_tol = 0.1 if name == "onnxruntime" else 0.005
+        if name == "openvino":  # most logits equal the simulation's to float rounding
+            assert float(diff.median()) <= 1e-5 * std + 1e-6, (name, float(diff.median()))
         assert agree >= 0.99, (name, agree)
         assert float(diff.mean()) <= mean_tol * std, (name, float(diff.mean()), std)
         assert float(diff.max()) <= 0.5 * std, (name, float(diff.max()), std)
