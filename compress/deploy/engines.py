@@ -67,6 +67,7 @@ class EnginePredictor:
         self.engine = engine
         self._ops = ops
         self._profile = profile
+        self.graph: DeployGraph | None = None  # set by compress.deploy.graphs.deploy_predictors
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._fn(x)

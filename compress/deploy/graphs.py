@@ -74,6 +74,7 @@ def deploy_predictors(folder: str | Path, manifest: Manifest, engines: list[Engi
                 continue
             try:
                 preds[e.name] = e.build(g)
+                preds[e.name].graph = g
                 break
             except Exception as ex:  # an engine that cannot compile this graph: say so, go on
                 failed.append(f"{e.name} failed on {g.label}: {type(ex).__name__}: {(str(ex).splitlines() or [''])[0][:160]}")

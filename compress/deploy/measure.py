@@ -182,9 +182,8 @@ def measure_variant(folder: str | Path, manifest: Manifest, test_x: torch.Tensor
     preds, why = deploy_predictors(folder, manifest, engines, graphs=graphs)
     res["skipped"].update(why)
     res["build_s"] = round(time.perf_counter() - t0, 4)
-    used = {e.name: next(g for g in graphs if e.accepts(g) is None) for e in engines if e.name in preds}
     for name, p in preds.items():
-        g = used[name]
+        g = p.graph
         r = {"description": p.description, "graph": g.label, "precision": g.precision, "notes": list(g.notes)}
         t_rt = time.perf_counter()
         try:
