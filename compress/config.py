@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -133,16 +134,36 @@ class TrainConfig(FitConfig):
 
 
 class EvaluateConfig(Section):
-    batch_size: int = Field(256, ge=1, description="batch size of the test-accuracy pass")
+    runtimes: list[str] | None = Field(None, description="deploy engines every variant is measured on, in this order (the "
+                                       "first that runs a variant gives its `accuracy`): torch-eager, torch-sparse, onnxruntime, "
+                                       "openvino, pt2e, pt2e-aoti; null: every installed one")
+    batch_size: int = Field(256, ge=1, description="batch size of the test-accuracy pass (its timed calls are the batch-256 latency)")
     latency_batches: list[int] = Field(default_factory=lambda: [1, 256], description="batch sizes timed (must be [1, 256])")
-    warmup: int = Field(10, ge=0, description="untimed calls before timing")
-    repeats: int = Field(50, ge=1, description="timed calls; the median is reported")
+    warmup: int = Field(3, ge=0, description="untimed calls before timing")
+    min_repeats: int = Field(5, ge=1, description="timed calls at least; then until budget_s is spent and the median is stable")
+    max_repeats: int = Field(300, ge=1, description="timed calls at most")
+    budget_s: float = Field(0.05, gt=0, description="seconds of timed calls per (engine, batch size) before the stability test")
+    rel_tol: float = Field(0.05, gt=0, lt=1, description="the median may move at most this fraction over the last quarter of calls")
     threads: int | None = Field(None, ge=1, description="torch / runtime threads (null: all cores)")
+
+    @field_validator("runtimes")
+    @classmethod
+    def _runtimes(cls, v: list[str] | None) -> list[str] | None:
+        from compress.deploy.engines import ENGINES
+
+        if v is not None:
+            unknown = [n for n in v if n not in ENGINES]
+            if unknown or not v or len(set(v)) != len(v):
+                raise ValueError(f"must be null or a non-empty list of distinct deploy engines from {', '.join(ENGINES)}"
+                                 + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+        return v
 
     @model_validator(mode="after")
     def _batches(self) -> EvaluateConfig:
         if sorted(set(self.latency_batches)) != [1, 256]:
             self.fail("latency_batches", "must be [1, 256]: the variants table has latency_ms_b1 and latency_ms_b256 columns")
+        if self.max_repeats < self.min_repeats:
+            self.fail("max_repeats", f"{self.max_repeats} must be at least min_repeats ({self.min_repeats})")
         return self
 
 

@@ -68,7 +68,8 @@ def get_runtime(name: str) -> Loader:
 
 
 def load_predictor(folder: str | Path, manifest: Manifest, form: Form | None = None) -> Predictor:
-    """The runtime of ``form`` (default: the deployed one) loaded from ``folder``.
+    """The runtime of ``form`` (default: the deployed one) loaded from ``folder`` (the same files on
+    another deploy engine: :func:`compress.deploy.graphs.engine_predictor`).
 
     Every failure to load is one :class:`~compress.variants.ArtifactError` whose message names
     the variant, the file at fault and the stage that rebuilds it: a missing file, an unknown

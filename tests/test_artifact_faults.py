@@ -220,7 +220,7 @@ def test_evaluate_all_measures_the_others_and_records_the_failed_row(tmp_path, x
     y = torch.randint(0, CLASSES, (len(x),))
     seen = []
     t0 = time.perf_counter()
-    rows, failures = evaluate_all(found, x, y, EvaluateConfig(warmup=1, repeats=2, batch_size=16), on_row=seen.append,
+    rows, failures = evaluate_all(found, x, y, EvaluateConfig(warmup=1, min_repeats=2, max_repeats=2, budget_s=0.001, batch_size=16), on_row=seen.append,
                                   broken=broken, progress=False)
     assert time.perf_counter() - t0 < 10
     assert [r["variant"] for r in rows] == [r["variant"] for r in seen] == ["prune-50", "prune-broken", "ptq-w4a8", "base-fp32"]
@@ -249,7 +249,7 @@ def test_evaluate_stage_writes_the_table_then_exits_nonzero(tmp_path, digits_pre
     files["ptq-w4a8"].write_bytes(files["ptq-w4a8"].read_bytes()[:100])
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {**params["data"], "source": "digits", "val_size": 200, "calib_size": 128}
-    params["evaluate"] = {**params["evaluate"], "warmup": 1, "repeats": 2}
+    params["evaluate"] = {**params.get("evaluate", {}), "warmup": 1, "min_repeats": 2, "max_repeats": 2, "budget_s": 0.001}
     project_layout(tmp_path, prepared=digits_prepared)  # the variants are already at tmp_path/variants
     params["tracking"] = {**params["tracking"], "enabled": False}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -18,7 +18,7 @@ _HESS = {"batch_size": 64, "batches": 1, "samples": 2}
 TINY: dict[str, dict] = {
     "data": {"source": "digits", "val_size": 200, "calib_size": 128},
     "train": {"epochs": 1, "batch_size": 64, "compiled_variant": False, "augment_shift": 0},
-    "evaluate": {"warmup": 1, "repeats": 3},
+    "evaluate": {"warmup": 1, "min_repeats": 3, "max_repeats": 3, "budget_s": 0.001},
     "structured": {"reference": _FT, "finetune": _FT},
     "calibrate": {"methods": ["minmax", "percentile", "mse"], "bins": 256},
     "ptq": {"bits": ["w8a8", "w4a8"], "methods": ["minmax", "mse"], "floats": ["fp16", "fp8_e4m3"], "pt2e_methods": [],

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.deploy.pt2e import Pt2eInductorPredictor, first_line
 from compress.models import prunable_layers
 from compress.quant.affine import affine_params, torch_scale
 from compress.runtimes import register_runtime
@@ -175,11 +176,6 @@ def export_pt2e_int8(model: nn.Module, path: str | Path, x_calib: torch.Tensor,
 
 
 # --------------------------------------------------------------------------- runtimes
-def _first_line(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
-
-
 class OrtPredictor:
     def __init__(self, path: Path, description: str):
         import onnxruntime as ort
@@ -192,7 +188,7 @@ class OrtPredictor:
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001  onnxruntime's InvalidProtobuf / Fail / InvalidGraph
-            raise corrupt(path, f"onnxruntime: {_first_line(e)}") from None
+            raise corrupt(path, f"onnxruntime: {first_line(e)}") from None
         self.description = f"ONNX Runtime {ort.__version__} {description}"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,50 +203,6 @@ def _ort_fp32(folder: Path, manifest: Manifest, form: Form):
 @register_runtime("onnxruntime-int8")
 def _ort_int8(folder: Path, manifest: Manifest, form: Form):
     return OrtPredictor(folder / form.files[0], "int8 (static QDQ: QLinearConv/QGemm kernels)")
-
-
-class Pt2eInductorPredictor:
-    """The saved int8 program, compiled by inductor with freezing (needed for the int8
-    oneDNN kernels: without it there is no speed-up).  One static-shape graph per batch size."""
-
-    def __init__(self, path: Path):
-        import logging
-        import zipfile
-
-        # 1. the file: a .pt2 program is a zip archive (checked before the heavy imports below)
-        if not Path(path).is_file():
-            raise missing(path)
-        if not zipfile.is_zipfile(path):
-            raise corrupt(path, f"not a zip archive (a torch.export program); {Path(path).stat().st_size} bytes on disk")
-        # 2. quantize_pt2e registers the quantized_decomposed ops the saved program calls (without
-        #    it torch.export.load cannot deserialize the program);
-        #    x86_inductor_quantizer registers, on import, inductor's int8 passes (quant lift-up,
-        #    qconv/qlinear weight prepack -> oneDNN int8 kernels).  Without them inductor compiles
-        #    the reference graph (dequantize -> fp32 conv/linear -> quantize): same numbers as the
-        #    uncompiled program, no int8 kernel, no speed-up.  The exporting process had it
-        #    imported already, so only a fresh process (the evaluate stage) missed it.
-        import torchao.quantization.pt2e.quantize_pt2e
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
-
-        # 3. the program (torch.export logs a traceback before it raises: the error below says it in one line)
-        log = logging.getLogger("torch.export")
-        level = log.level
-        log.setLevel(logging.CRITICAL)
-        try:
-            self.module = torch.export.load(str(path)).module()
-        except Exception as e:  # noqa: BLE001  zip reader / unpickling / schema errors of a damaged program
-            raise corrupt(path, f"torch.export.load: {type(e).__name__}: {_first_line(e)}") from None
-        finally:
-            log.setLevel(level)
-        self.compiled = torch.compile(self.module, dynamic=False)
-        self.description = f"PT2E X86InductorQuantizer int8 + torch.compile (inductor, freezing), torch {torch.__version__}"
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        import torch._inductor.config as inductor_config
-
-        with inductor_config.patch(freezing=True):
-            return self.compiled(x)
 
 
 @register_runtime("pt2e-inductor-int8")

@@ -22,7 +22,7 @@ def test_search_evaluate_report_chain(tmp_path, tiny_project, monkeypatch):
     raw = yaml.safe_load(clone_project(tiny_project, tmp_path).read_text())
     raw["search"].update(n_trials=6, export_front=2, storage=f"journal:{tmp_path / 'search' / 'optuna.journal'}",
                          latency_repeats=2)
-    raw["evaluate"] = {"warmup": 1, "repeats": 2, "threads": 1}
+    raw["evaluate"] = {"warmup": 1, "min_repeats": 2, "max_repeats": 2, "budget_s": 0.001, "threads": 1}
     raw["tracking"]["enabled"] = False
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
