@@ -173,6 +173,14 @@ def wall_seconds() -> float:
     return time.time() - psutil.Process().create_time()
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished worker processes (user + system)."""
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class Stage:
     """One run of a pipeline stage: ``P`` (validated params), ``meta`` (the dataset actually used), and the
     stage's declaration in :mod:`stages.pipeline` (params sections logged to MLflow)."""
@@ -282,7 +290,9 @@ class Stage:
 
     def write_metrics(self, obj: dict, name: str | None = None) -> Path:
         """``metrics/<stage>.json``, naming the dataset actually used and the stage's wall time so far
-        (``wall_seconds``: from the process start, imports included; the report sums them per stage)."""
+        (``wall_seconds``: from the process start, imports included; ``cpu_seconds``: this process and its
+        finished workers; the report sums them per stage)."""
         path = self._declared(pipeline.STAGES[self.name].metrics[0]) if self.item is not None else pipeline.metrics(name or self.name)
         return write_json(path,
-                          {**self.dataset_fields(), **obj, "wall_seconds": round(wall_seconds(), 1)})
+                          {**self.dataset_fields(), **obj, "wall_seconds": round(wall_seconds(), 1),
+                           "cpu_seconds": round(cpu_seconds(), 1)})

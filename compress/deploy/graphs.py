@@ -295,19 +295,37 @@ def _lowp(folder: Path, manifest: Manifest, form: Form) -> list[DeployGraph]:
 # --------------------------------------------------------------------------- sparse
 @register_graphs("sparse-eager")
 def _sparse(folder: Path, manifest: Manifest, form: Form) -> list[DeployGraph]:
-    from compress.deploy.sparse import csr_model, sparse_linear_layers
     from compress.prune.sparse_io import load_sparse
 
     model = _spec_model(manifest)
     model.load_state_dict(load_sparse(folder / form.files[0]))
-    graphs = fp32_graphs(model, manifest, "sparse weights decoded to dense",
-                          ["no sparse GEMM kernel in ONNX Runtime / OpenVINO on this CPU: dense fp32 work"])
+    return dense_and_sparse_graphs(model, manifest, "sparse weights decoded to dense")
+
+
+def dense_and_sparse_graphs(model: nn.Module, manifest: Manifest, label: str) -> list[DeployGraph]:
+    """A model whose pruned weights are zeros: fp32 graphs (dense kernels), plus torch.sparse CSR for
+    Linear layers with at least ``SPARSE_MIN`` zeros."""
+    from compress.deploy.sparse import csr_model, sparse_linear_layers
+
+    graphs = fp32_graphs(model, manifest, label, ["no sparse GEMM kernel in ONNX Runtime / OpenVINO on this CPU: dense fp32 work"])
     sparse = sparse_linear_layers(model, SPARSE_MIN)
     if sparse:
         graphs.append(DeployGraph("torch-sparse", csr_model(model, sparse),
                                   f"CSR sparse Linear ({', '.join(f'{n} {100 * z:.0f}%' for n, z in sparse.items())} zeros), "
                                   "other layers dense fp32", "fp32"))
     return graphs
+
+
+# --------------------------------------------------------------------------- recipe artifacts
+@register_graphs("recipe-decoded")
+def _recipe(folder: Path, manifest: Manifest, form: Form) -> list[DeployGraph]:
+    """A recipe artifact (relative indices + shared-weight codes, entropy-coded) decoded once at load:
+    the weights are fp32 values from a small codebook, most of them zero."""
+    from compress.recipes.artifact import read_artifact
+    from compress.recipes.tensors import model_from_artifact
+
+    model = model_from_artifact(read_artifact(folder / form.files[0])).eval()
+    return dense_and_sparse_graphs(model, manifest, "recipe artifact decoded to dense fp32")
 
 
 # --------------------------------------------------------------------------- BinaryConnect

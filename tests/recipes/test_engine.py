@@ -86,6 +86,15 @@ def test_recipe_artifact_reloads_through_its_runtime_with_the_reported_accuracy(
     acc = float((predict(val[0]).argmax(1) == val[1]).double().mean())
     assert acc == pytest.approx(res.summary["val_acc"], abs=1e-12)
     assert evaluate_model(res.model, *val)[1] == pytest.approx(acc, abs=1e-12)
+    # every deploy engine runs the decoded artifact with the runtime's logits
+    from compress.deploy.engines import resolve_runtimes
+    from compress.deploy.graphs import deploy_predictors
+
+    preds, skipped = deploy_predictors(tmp_path, man, resolve_runtimes(["torch-eager", "onnxruntime", "openvino"])[0])
+    assert {"torch-eager", "onnxruntime"} <= set(preds), skipped
+    ref = predict(val[0][:64])
+    for name, p in preds.items():
+        assert (p(val[0][:64]) - ref).abs().max() <= 1e-3 * max(1.0, float(ref.abs().max())), name
 
 
 def test_monarch_uniform_and_bit_search_run_and_reload(data):
