@@ -243,3 +243,13 @@ def test_comments_are_found_outside_quotes_only():
     assert ps._split_comment("a: 'x # y'  # z") == ("a: 'x # y'", "# z")
     assert ps._split_comment('a: "#"') == ('a: "#"', "")
     assert ps._split_comment("a: b#c") == ("a: b#c", "")
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
+def test_a_preset_applied_params_yaml_still_restates_no_default(path, monkeypatch):
+    """params.yaml's own rule (tests/test_params.py) holds after the preset: it writes no typed default."""
+    import tests.test_params as tp
+
+    monkeypatch.setattr(tp, "RAW", ps.deep_merge(RAW, yaml.safe_load(path.read_text())))
+    tp.test_no_key_restates_its_default()
+    tp.test_no_recipe_step_restates_its_default()
