@@ -34,11 +34,19 @@ ScoreFn = Callable[..., dict[str, torch.Tensor]]
 SCORES: dict[str, ScoreFn] = {}
 
 
-def register_score(name: str):
+def register_score(name: str, needs_data: bool = False):
+    """Register ``fn(model, names, data) -> {layer: score}`` as criterion ``name``; ``needs_data``:
+    callers pass training batches (else ``data`` is None)."""
     def deco(fn: ScoreFn) -> ScoreFn:
+        fn.needs_data = needs_data
         SCORES[name] = fn
         return fn
     return deco
+
+
+def needs_data(score: str) -> bool:
+    """Does the registered criterion ``score`` read training batches?"""
+    return bool(getattr(SCORES[score], "needs_data", False))
 
 
 @register_score("magnitude")
@@ -47,7 +55,7 @@ def magnitude_scores(model: nn.Module, names: Iterable[str], data=None) -> dict[
     return {n: effective_weight(layers[n]).abs() for n in names}
 
 
-@register_score("gradient")
+@register_score("gradient", needs_data=True)
 def gradient_scores(model: nn.Module, names: Iterable[str], data=None) -> dict[str, torch.Tensor]:
     """|w ⊙ ḡ| with ḡ the mean gradient of the cross-entropy over the batches in ``data``."""
     if not data:
@@ -147,4 +155,4 @@ def l1_penalty(model: nn.Module, names: Iterable[str], lam: float) -> torch.Tens
     return lam * sum(layers[n].weight.abs().sum() for n in names)
 
 
-__all__ = ["SCORES", "compute_masks", "l1_penalty", "prune_model", "rate_masks", "register_score"]
+__all__ = ["SCORES", "compute_masks", "l1_penalty", "needs_data", "prune_model", "rate_masks", "register_score"]

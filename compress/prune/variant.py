@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from compress.data import batches
-from compress.prune.magnitude import l1_penalty, prune_model
+from compress.prune.magnitude import l1_penalty, needs_data, prune_model
 from compress.prune.masks import remove_masks, select_layers, sparsity
 from compress.prune.structured import prune_structured, unit_scores
 from compress.train import evaluate_model, fit
@@ -77,7 +77,7 @@ def prune_variant(model: nn.Module, spec: dict, v, ft, train, val, *, seed: int,
     g = torch.Generator().manual_seed(seed)
     for r, s in enumerate(targets, 1):
         data = None
-        if v.method == "gradient":
+        if needs_data(v.method):
             it = batches(*train, ft.batch_size, shuffle=True, generator=g)
             data = [next(it) for _ in range(v.grad_batches)]
         prune_model(model, names, score=v.method, data=data, criterion=v.criterion, scope=v.scope,

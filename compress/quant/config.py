@@ -200,7 +200,7 @@ class QATConfig(FitConfig):
 
 class BinaryConfig(FitConfig):
     """BinaryConnect (Courbariaux, Bengio & David 2015) on permutation-invariant MNIST, trained from scratch (a
-    training block: FitConfig's keys set every run; the reference code trains 250 epochs, see README)."""
+    training block: FitConfig's keys set every run; the reference code trains 250 epochs, see docs/results/binary.md)."""
 
     modes: list[Literal["det", "stoch"]] = Field(default_factory=lambda: ["det"],
                                                  description="det = sign(w); stoch = +1 with probability hard_sigmoid(w)")

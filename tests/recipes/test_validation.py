@@ -123,3 +123,33 @@ def test_default_and_paper_recipes_validate_and_caffe_recipes_share_a_baseline()
         for name, raw in preset.items():
             r = validate_recipe(name, raw)
             assert r.steps[-1][0].name == "encode"
+
+
+def test_prune_step_methods_come_from_the_score_registry(monkeypatch, digits_prepared):
+    """A newly registered score is accepted by name (and gets training batches when it asks for
+    them); an unknown one is one line listing the registry."""
+    import copy
+
+    from compress.data import load_split
+    from compress.prune import magnitude
+    from compress.recipes.base import RecipeContext
+
+    assert "'fancy' is unknown" in _error(_with(steps=[{"step": "prune", "sparsity": 0.5, "method": "fancy"}]))
+    seen = []
+
+    def fancy(model, names, data=None):
+        seen.append(data)
+        return magnitude.SCORES["magnitude"](model, names)
+
+    monkeypatch.setitem(magnitude.SCORES, "fancy", fancy)
+    fancy.needs_data = True
+    r = validate_recipe("r1", _with(steps=[{"step": "prune", "sparsity": 0.5, "method": "fancy", "schedule": "oneshot",
+                                            "finetune": {"max_iterations": 1, "batch_size": 32}}]))
+    train, val = load_split(digits_prepared, "train"), load_split(digits_prepared, "val")
+    from compress.recipes.engine import train_baseline
+
+    base, _ = train_baseline(validate_recipe("b", _with(baseline={"epochs": 1, "max_iterations": 2})), train, val, seed=0)
+    ctx = RecipeContext("r1", copy.deepcopy(base), r.spec(), train, val, seed=0)
+    step, s = r.steps[0]
+    step.run(ctx, s, 1)
+    assert seen and seen[0] is not None and len(seen[0]) == s.score_batches  # training batches were passed

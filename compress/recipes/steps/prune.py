@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from compress.data import batches
-from compress.prune.magnitude import SCORES, compute_masks
+from compress.prune.magnitude import SCORES, compute_masks, needs_data
 from compress.prune.masks import (
     apply_masks,
     dense_state_dict,
@@ -45,7 +45,8 @@ from compress.recipes.base import (
 
 
 class PruneSettings(StepSettings):
-    method: Literal["magnitude", "gradient", "obd"] = "magnitude"
+    method: str = Field("magnitude", description="a registered score (compress.prune.magnitude.SCORES: magnitude, "
+                        "gradient, ...) or obd (saliency from the Gauss-Newton diagonal)")
     scope: Literal["layer", "global"] = "layer"
     sparsity: float | dict[str, float] = Field(..., description="fraction of weights removed: one value or {layer glob: value}")
     layers: list[str] | None = Field(None, description="fnmatch patterns of the layers to prune (null: every Conv/Linear)")
@@ -61,6 +62,8 @@ class PruneSettings(StepSettings):
 
     @model_validator(mode="after")
     def _check(self) -> PruneSettings:
+        if self.method != "obd" and self.method not in SCORES:
+            fail("method", f"{self.method!r} is unknown; allowed: obd, {', '.join(sorted(SCORES))}")
         vals = self.sparsity.values() if isinstance(self.sparsity, dict) else [self.sparsity]
         for v in vals:
             if not 0.0 <= v < 1.0:
@@ -106,7 +109,7 @@ class PruneStep(Step):
 
     def _scores(self, ctx: RecipeContext, s: PruneSettings, names: list[str], g: torch.Generator) -> dict[str, torch.Tensor]:
         data = None
-        if s.method in ("gradient", "obd"):
+        if s.method == "obd" or needs_data(s.method):
             it = batches(*ctx.train, s.finetune.batch_size, shuffle=True, generator=g)
             data = [next(it) for _ in range(s.score_batches)]
         if s.method == "obd":
