@@ -224,6 +224,8 @@ def speed_frame(v: pd.DataFrame, base: pd.Series | None) -> pd.DataFrame:
     and ``int8`` (int8 compute ops on the fastest batch-256 engine).  A compressed variant that is its own
     reference (structured pruning: a smaller dense architecture) is compared with the pipeline baseline's
     reference instead, when it is of the same model (``vs_parent``)."""
+    if not {f"speedup_vs_{t}_b{b}" for t in ("eager", "best_fp32") for b in BATCHES} <= set(v.columns):
+        return v.iloc[0:0]  # a table from before the per-engine evaluate: no speed-ups to report
     s = measured(v).dropna(subset=["latency_ms_b1", "latency_ms_b256"], how="all").copy()
     if s.empty:
         return s
@@ -314,7 +316,7 @@ def speed_section(v: pd.DataFrame, base: pd.Series | None, metrics: dict[str, di
     batch size, the reference of every architecture, a per-family table, per-engine tables for the baseline and
     the fastest integer-grid variant, and every variant's verdict."""
     s = speed_frame(v, base)
-    if s.empty or "speedup_vs_eager_b1" not in v or s["se1"].isna().all():
+    if s.empty or s["se1"].isna().all():
         return []
     lat = metrics.get("latency") or {}
     threads = sorted({int(t) for t in s["threads"].dropna()}) or ([lat["threads"]] if lat.get("threads") else [])
@@ -675,8 +677,8 @@ def _brief_speed(v: pd.DataFrame, base: pd.Series) -> list[str]:
         return []
     top = comp.loc[comp["sb256"].idxmax()]
     text = (f"- **Inference time**: {_count_line(comp, 1)}; {_count_line(comp, 256)}. The fastest against the best fp32 "
-            f"deployment at batch 256 is `{top['variant']}` on {top['fastest_b256']}: {verdict(top['sb256'])} than the best fp32 "
-            f"deployment, {verdict(top['se256'])} than fp32 PyTorch eager.")
+            f"deployment at batch 256 is `{top['variant']}` on {top['fastest_b256']}: {verdict(top['sb256'])} against the best "
+            f"fp32 deployment, {verdict(top['se256'])} against fp32 PyTorch eager.")
     if not (comp["sb256"] > 1).any() and not (comp["sb1"] > 1).any():
         text += " **No compressed variant is faster than the best fp32 deployment of its architecture at either batch size.**"
     return [text]

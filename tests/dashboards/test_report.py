@@ -123,7 +123,7 @@ def test_speed_section_counts_and_verdicts_come_from_the_planted_numbers(cwd):
     fam = _row(sec, "integer-grid weights (≤ 8 bit)")
     assert "| 7 |" in fam and "| 6/7 |" in fam
     brief = _section(md, "## Answers in brief")
-    assert "`ptq-w8a8-minmax` on openvino: faster (1.58×) than the best fp32 deployment" in brief
+    assert "`ptq-w8a8-minmax` on openvino: faster (1.58×) against the best fp32 deployment" in brief
 
 
 def test_no_speed_up_is_claimed_when_nothing_beats_the_best_fp32_deployment(cwd):
@@ -140,7 +140,7 @@ def test_no_speed_up_is_claimed_when_nothing_beats_the_best_fp32_deployment(cwd)
     sec = _section(md, "## Does inference time decrease")
     for name in v.loc[slow, "variant"]:
         assert "b1 slower (0.50×); b256 slower (0.50×)" in _row(sec, name)
-    assert "on onnxruntime: slower (0.50×) than the best fp32 deployment" in _section(md, "## Answers in brief")
+    assert "on onnxruntime: slower (0.50×) against the best fp32 deployment" in _section(md, "## Answers in brief")
 
 
 def test_references_come_from_the_table_without_latency_json(cwd):
