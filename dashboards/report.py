@@ -13,15 +13,13 @@ import datetime as dt
 import glob
 import json
 import os
+import platform
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-# runtime families, recognised from the runtime description the evaluate stage records
-INT_KERNELS = ("qdq", "qgemm", "qlinear", "x86inductorquantizer", "pt2e", "qoperator")
-DECODED = ("decoded", "dequantiz", "unpacked", "upcast", "fake-quant", "fake quant", "simulation")
 
 
 def _pp(x: float) -> str:
@@ -52,49 +50,103 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def runtime_family(desc: str) -> str:
-    d = str(desc).lower()
-    if "monarch" in d:
-        return "structured (Monarch) kernels"
-    if "int8" in d and any(k in d for k in INT_KERNELS):
-        return "integer kernels"
-    if any(k in d for k in DECODED):
-        return "decoded to fp32 at load"
-    if "onnx runtime" in d or "onnxruntime" in d:
-        return "fp32 ONNX Runtime"
-    if "compile" in d or "inductor" in d:
-        return "fp32 compiled"
-    return "fp32 eager"
-
-
 BASELINE_METHODS = ("baseline", "fp32-mlp")  # fp32 references: the train stage's, monarch's dense MLP, BinaryConnect's MLP
+NOISE = 0.10  # speed-ups within ±10 % are not meaningful on a shared CPU
+BATCHES = (1, 256)
+INT8_ENGINES = ("pt2e", "pt2e-aoti")  # engines that only run int8 graphs
+# Han, Mao & Dally, "Deep Compression", ICLR 2016, Table 1: published numbers, not measured here
+DEEP_COMPRESSION = [
+    {"model": "lenet300", "network": "LeNet-300-100", "fp32_kb": 1070, "compressed_kb": 27, "ratio": 40,
+     "err_fp32_pct": 1.64, "err_pct": 1.58},
+    {"model": "lenet5-caffe", "network": "LeNet-5 (Caffe: conv 20/50, fc 500)", "fp32_kb": 1720, "compressed_kb": 44, "ratio": 39,
+     "err_fp32_pct": 0.80, "err_pct": 0.74},
+]
+DEEP_COMPRESSION_CITATION = ("S. Han, H. Mao, W. J. Dally, *Deep Compression: Compressing Deep Neural Networks with Pruning, "
+                             "Trained Quantization and Huffman Coding*, ICLR 2016, Table 1")
+
+
+def _x(x: float) -> str:
+    return "n/a" if x is None or pd.isna(x) else f"{x:.2f}×"
+
+
+def verdict(x: float) -> str:
+    """Words for a speed-up ``x`` (reference time / variant time) that never claim more than it shows."""
+    if x is None or pd.isna(x):
+        return "n/a"
+    if abs(x - 1) < 0.005:
+        return "same time"
+    if x > 1 + NOISE:
+        return f"faster ({x:.2f}×)"
+    if x > 1:
+        return f"faster by {(x - 1) * 100:.0f}% (within the ±{NOISE * 100:.0f}% noise)"
+    if x >= 1 - NOISE:
+        return f"slower by {(1 - x) * 100:.0f}% (within the ±{NOISE * 100:.0f}% noise)"
+    return f"slower ({x:.2f}×)"
+
+
+def int8_ops(text) -> tuple[int, int] | None:
+    """(int8 ops, compute ops) from the ``lowp_ops_b256`` column ("int8 5/5 compute ops (...)"), None when absent."""
+    m = re.match(r"\s*int8 (\d+)/(\d+)", str(text)) if isinstance(text, str) else None
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def number_format(row: pd.Series) -> str:
+    """The variant's number format and structure, from manifest fields (method, bits, sparsity): the family
+    its speed is discussed under."""
+    m, wb, sp = str(row.get("method", "")), row.get("avg_weight_bits"), row.get("sparsity")
+    wb = 32.0 if wb is None or pd.isna(wb) else float(wb)
+    sp = 0.0 if sp is None or pd.isna(sp) else float(sp)
+    if m in BASELINE_METHODS and wb >= 32 and sp < 0.01:
+        return "fp32 reference"
+    if "monarch" in m:
+        return "structured (Monarch)"
+    if m == "recipe":
+        return "recipe (pruned + shared-weight codes)"
+    if wb <= 1:
+        return "binary (1-bit) weights"
+    if "float" in m:
+        return "low-precision float (fp16/bf16/fp8)"
+    if wb <= 8:
+        return "integer-grid weights (≤ 8 bit)"
+    if sp >= 0.01:
+        return "sparse fp32"
+    return "dense fp32 (smaller or searched)"
 
 
 def _eager_baselines(v: pd.DataFrame) -> pd.DataFrame:
-    return v[v["method"].isin(BASELINE_METHODS) & ~v["runtime"].astype(str).str.contains("compile", case=False)]
+    return v[v["method"].isin(BASELINE_METHODS)]
 
 
 def pick_baseline(v: pd.DataFrame) -> pd.Series | None:
-    """The pipeline's fp32 baseline: the train stage's eager one when present."""
+    """The pipeline's fp32 baseline: the train stage's when present."""
     cand = _eager_baselines(v)
     if "stage" in v and (cand["stage"] == "train").any():
         cand = cand[cand["stage"] == "train"]
-    if cand.empty:
-        cand = v[v["method"] == "baseline"]
     if cand.empty:
         cand = v[(v["avg_weight_bits"] >= 32) & (v["sparsity"].fillna(0) < 0.01)]
     return None if cand.empty else cand.iloc[0]
 
 
+def measured(v: pd.DataFrame) -> pd.DataFrame:
+    """Rows the evaluate stage measured (no ``error``, an accuracy)."""
+    ok = v["accuracy"].notna()
+    if "error" in v:
+        ok &= v["error"].isna() | (v["error"].astype(str).str.strip() == "")
+    return v[ok]
+
+
 def enrich(v: pd.DataFrame, base: pd.Series | None) -> pd.DataFrame:
-    """Δ accuracy, size ratio and speed-ups of each variant against ITS fp32 reference: an fp32
-    baseline written by the same stage (monarch's dense MLP, BinaryConnect's fp32 MLP), else the
-    pipeline baseline when the variant is of the same model, else none (n/a)."""
+    """Δ accuracy and size ratio of each variant against ITS fp32 reference: an fp32 baseline written by the
+    same stage (monarch's dense MLP, BinaryConnect's fp32 MLP), else the pipeline baseline when the variant
+    is of the same model, else none (n/a); ``family``: :func:`number_format`.  Speed-ups are the evaluate
+    stage's (``speedup_vs_eager_b*``, ``speedup_vs_best_fp32_b*``), measured against the fp32 reference of
+    the same architecture."""
     v = v.copy()
+    v["family"] = [number_format(r) for _, r in v.iterrows()] if len(v) else []
     if base is None:
         return v
     refs = _eager_baselines(v)
-    cols = ["accuracy", "size_bytes", "latency_ms_b1", "latency_ms_b256"]
+    cols = ["accuracy", "size_bytes"]
     ref = pd.DataFrame(np.nan, index=v.index, columns=cols)
     for i, row in v.iterrows():
         own = refs[refs["stage"] == row["stage"]] if "stage" in v else refs.iloc[0:0]
@@ -106,28 +158,242 @@ def enrich(v: pd.DataFrame, base: pd.Series | None) -> pd.DataFrame:
     v["d_acc"] = v["accuracy"] - ref["accuracy"]
     v["d_acc_sim"] = v["accuracy_sim"] - ref["accuracy"]
     v["size_ratio"] = ref["size_bytes"] / v["size_bytes"]
-    v["speedup_b1"] = ref["latency_ms_b1"] / v["latency_ms_b1"]
-    v["speedup_b256"] = ref["latency_ms_b256"] / v["latency_ms_b256"]
-    v["family"] = v["runtime"].map(runtime_family)
     return v
 
 
 def method_table(v: pd.DataFrame) -> pd.DataFrame:
+    col = lambda c: v[c] if c in v else pd.Series(np.nan, index=v.index)
+    pair = lambda a, b: [("n/a" if pd.isna(x) and pd.isna(y) else f"{_x(x)}/{_x(y)}") for x, y in zip(col(a), col(b))]
     out = pd.DataFrame({
         "variant": v["variant"],
         "W/A bits": [f"{w:g}/{'fp' if pd.isna(a) else f'{a:g}'}" for w, a in zip(v["avg_weight_bits"], v["act_bits"])],
-        "sparsity": v["sparsity"].map(lambda s: f"{s:.2f}"),
+        "sparsity": v["sparsity"].map(lambda s: "n/a" if pd.isna(s) else f"{s:.2f}"),
         "accuracy": v["accuracy"].map(_pct),
         "acc (sim)": v["accuracy_sim"].map(_pct),
-        "Δ vs its fp32": v.get("d_acc", pd.Series(np.nan, index=v.index)).map(_pp),
+        "Δ vs its fp32": col("d_acc").map(_pp),
         "size": v["size_bytes"].map(_bytes),
-        "× smaller": v.get("size_ratio", pd.Series(np.nan, index=v.index)).map(lambda r: "n/a" if pd.isna(r) else f"{r:.1f}×"),
-        "ms b1": v["latency_ms_b1"].map(_ms),
-        "ms b256": v["latency_ms_b256"].map(_ms),
-        "speed-up b1/b256": [("n/a" if pd.isna(a) else f"{a:.2f}×/{b:.2f}×") for a, b in
-                             zip(v.get("speedup_b1", pd.Series(np.nan, index=v.index)), v.get("speedup_b256", pd.Series(np.nan, index=v.index)))],
-        "runtime": v["runtime"],
+        "× smaller": col("size_ratio").map(lambda r: "n/a" if pd.isna(r) else f"{r:.1f}×"),
+        "ms b1 [engine]": [f"{_ms(t)} [{e}]" if isinstance(e, str) else _ms(t) for t, e in zip(v["latency_ms_b1"], col("fastest_b1"))],
+        "ms b256 [engine]": [f"{_ms(t)} [{e}]" if isinstance(e, str) else _ms(t) for t, e in zip(v["latency_ms_b256"], col("fastest_b256"))],
+        "vs fp32 eager b1/b256": pair("speedup_vs_eager_b1", "speedup_vs_eager_b256"),
+        "vs best fp32 b1/b256": pair("speedup_vs_best_fp32_b1", "speedup_vs_best_fp32_b256"),
+        "runtime (fastest at b256)": v["runtime"],
     })
+    return out
+
+
+def _arch_label(key: str) -> tuple[str, str]:
+    """(model name, readable architecture) of a compress.deploy.measure.arch_key string."""
+    try:
+        name, kw = json.loads(key)[:2]
+    except (ValueError, TypeError):
+        return str(key), str(key)
+    return name, name + (f" ({', '.join(f'{k}={v}' for k, v in kw.items())})" if kw else "")
+
+
+def reference_table(v: pd.DataFrame, metrics: dict[str, dict]) -> pd.DataFrame:
+    """One row per architecture: its fp32 reference, PyTorch eager and best fp32 latencies (with the engine) at
+    each batch size, and how many variants were compared with it.  From ``metrics/latency.json``
+    ``references``; without that file, recovered from the table (reference time = speed-up × variant time)."""
+    refs = (metrics.get("latency") or {}).get("references") or {}
+    rows = []
+    for key, r in refs.items():
+        name, arch = _arch_label(key)
+        rows.append({"model": name, "architecture": arch, "reference": r.get("reference"),
+                     **{f"{k}_b{b}": r.get(f"{k}_b{b}") for b in BATCHES for k in ("eager", "best_fp32", "best_fp32_runtime")}})
+    if not rows and "reference" in v:
+        for ref, g in v.dropna(subset=["reference"]).groupby("reference", sort=False):
+            row = {"model": str(g["model"].iloc[0]), "architecture": str(g["model"].iloc[0]), "reference": ref}
+            for b in BATCHES:
+                row[f"eager_b{b}"] = float((g[f"speedup_vs_eager_b{b}"] * g[f"latency_ms_b{b}"]).median())
+                row[f"best_fp32_b{b}"] = float((g[f"speedup_vs_best_fp32_b{b}"] * g[f"latency_ms_b{b}"]).median())
+                row[f"best_fp32_runtime_b{b}"] = None
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    implied = v["speedup_vs_eager_b1"] * v["latency_ms_b1"]  # the eager time of each row's reference
+    df["variants"] = [int(((v["reference"] == r["reference"]) & ((implied / r["eager_b1"] - 1).abs() < 0.01)).sum())
+                      if r["eager_b1"] is not None and not pd.isna(r["eager_b1"]) else 0 for _, r in df.iterrows()]
+    return df
+
+
+def speed_frame(v: pd.DataFrame, base: pd.Series | None) -> pd.DataFrame:
+    """The measured variants with their speed-ups (``se<B>``: vs fp32 eager, ``sb<B>``: vs the best fp32
+    deployment, per batch size B), reference times implied by them, ``compressed`` (not an fp32 reference)
+    and ``int8`` (int8 compute ops on the fastest batch-256 engine).  A compressed variant that is its own
+    reference (structured pruning: a smaller dense architecture) is compared with the pipeline baseline's
+    reference instead, when it is of the same model (``vs_parent``)."""
+    if not {f"speedup_vs_{t}_b{b}" for t in ("eager", "best_fp32") for b in BATCHES} <= set(v.columns):
+        return v.iloc[0:0]  # a table from before the per-engine evaluate: no speed-ups to report
+    s = measured(v).dropna(subset=["latency_ms_b1", "latency_ms_b256"], how="all").copy()
+    if s.empty:
+        return s
+    for b in BATCHES:
+        s[f"se{b}"] = s[f"speedup_vs_eager_b{b}"].astype(float)
+        s[f"sb{b}"] = s[f"speedup_vs_best_fp32_b{b}"].astype(float)
+    self_ref = s["variant"] == s["reference"]
+    s["compressed"] = ~(s["family"] == "fp32 reference") & ~(self_ref & s["method"].isin(BASELINE_METHODS))
+    s["vs_parent"] = False
+    if base is not None and base["variant"] in set(s["variant"]):
+        b0 = s[s["variant"] == base["variant"]].iloc[0]
+        for i in s.index[self_ref & s["compressed"] & (s["model"] == base["model"]) & (s["variant"] != base["variant"])]:
+            for b in BATCHES:
+                ms = s.at[i, f"latency_ms_b{b}"]
+                s.at[i, f"se{b}"] = b0[f"se{b}"] * b0[f"latency_ms_b{b}"] / ms
+                s.at[i, f"sb{b}"] = b0[f"sb{b}"] * b0[f"latency_ms_b{b}"] / ms
+            s.at[i, "vs_parent"] = True
+    ops = s["lowp_ops_b256"].map(int8_ops) if "lowp_ops_b256" in s else pd.Series(None, index=s.index)
+    s["int8"] = [bool(o and o[0] > 0) or str(e) in INT8_ENGINES for o, e in zip(ops, s["fastest_b256"])]
+    return s
+
+
+def _count_line(c: pd.DataFrame, b: int) -> str:
+    n = int(c[f"sb{b}"].notna().sum())
+    e, bf = c[f"se{b}"], c[f"sb{b}"]
+    return (f"at batch {b}, **{int((e > 1).sum())} of {n}** compressed variants are faster than fp32 PyTorch eager "
+            f"({int((e > 1 + NOISE).sum())} by more than {NOISE * 100:.0f}%) and **{int((bf > 1).sum())} of {n}** are faster than "
+            f"the best fp32 deployment of their architecture ({int((bf > 1 + NOISE).sum())} by more than {NOISE * 100:.0f}%); "
+            f"{int((bf < 1).sum())} are slower than it")
+
+
+def engine_table(name: str, metrics: dict[str, dict], row: pd.Series) -> pd.DataFrame:
+    """Per engine (``metrics/latency.json`` ``by_engine``) for one variant: accuracy, latency and speed-ups
+    against its fp32 reference (eager / best fp32, reference times implied by the table row)."""
+    by = (((metrics.get("latency") or {}).get("variants") or {}).get(name) or {}).get("by_engine") or {}
+    acc = ((((metrics.get("summary") or {}).get("variants") or {}).get(name)) or {}).get("accuracy_by_engine") or {}
+    rows = []
+    for eng, r in by.items():
+        out = {"engine": eng, "test accuracy": _pct(r.get("accuracy", acc.get(eng)))}
+        for b in BATCHES:
+            ms = r.get(f"latency_ms_b{b}")
+            eager, best = row[f"se{b}"] * row[f"latency_ms_b{b}"], row[f"sb{b}"] * row[f"latency_ms_b{b}"]
+            mark = " (fastest)" if row.get(f"fastest_b{b}") == eng else ""
+            out[f"ms b{b}"] = (_ms(ms) + mark) if ms is not None else "n/a"
+            out[f"vs fp32 eager b{b}"] = _x(eager / ms) if ms else "n/a"
+            out[f"vs best fp32 b{b}"] = _x(best / ms) if ms else "n/a"
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+FAMILY_WHY = {
+    "integer-grid weights (≤ 8 bit)": (
+        "Their b-bit codes are int8 values, so they can run on int8 GEMM/convolution kernels (VNNI dot products in "
+        "oneDNN / MLAS: 4× more multiply-accumulates per instruction than fp32, 4× fewer weight bytes), but every "
+        "quantized operator also quantizes/dequantizes its activations and the runtime may reorder layouts. {verdict}"),
+    "sparse fp32": (
+        "Unstructured zeros are stored compactly but decoded to dense weights at load (or run as torch.sparse CSR "
+        "where that engine is enabled): dense fp32 kernels do the same work as for the reference, so a gain over "
+        "PyTorch eager comes from the engine, not from the sparsity. {verdict}"),
+    "low-precision float (fp16/bf16/fp8)": (
+        "fp16/fp8 weights are upcast to fp32 at load and the layer inputs are rounded by extra cast operations; "
+        "the arithmetic stays fp32 (this CPU stack has no fp8/fp16 GEMM path in these engines). {verdict}"),
+    "binary (1-bit) weights": (
+        "The ±1 weights are unpacked to fp32 at load: there are no binary (XNOR-popcount) kernels in these engines, "
+        "so they do dense fp32 work. {verdict}"),
+    "structured (Monarch)": (
+        "Two block-diagonal batched matmuls replace each dense layer: fewer FLOPs, which pays off once the layers "
+        "are large enough for arithmetic to dominate the per-operator overhead. {verdict}"),
+    "recipe (pruned + shared-weight codes)": (
+        "The recipe artifact (sparse indices + shared-weight codes + entropy coding) is decoded at load; {verdict}"),
+    "dense fp32 (smaller or searched)": (
+        "Dense fp32 models: faster only in proportion to the work removed. {verdict}"),
+}
+
+
+def _family_verdict(g: pd.DataFrame) -> str:
+    m1, m256 = g["sb1"].median(), g["sb256"].median()
+    if (g["sb256"] > 1 + NOISE).any() or (g["sb1"] > 1 + NOISE).any():
+        return (f"Here the median against the best fp32 deployment is {_x(m1)} at batch 1 and {_x(m256)} at batch 256; "
+                f"{int((g['sb1'] > 1 + NOISE).sum())} (batch 1) and {int((g['sb256'] > 1 + NOISE).sum())} (batch 256) of "
+                f"{len(g)} are clearly faster than it.")
+    return (f"None of the {len(g)} is clearly faster than the best fp32 deployment (median {_x(m1)} at batch 1, {_x(m256)} at "
+            f"batch 256): compressing them did not make inference faster than deploying the fp32 model well.")
+
+
+def speed_section(v: pd.DataFrame, base: pd.Series | None, metrics: dict[str, dict]) -> list[str]:
+    """"Does inference get faster, and on what": counts against fp32 eager and the best fp32 deployment at each
+    batch size, the reference of every architecture, a per-family table, per-engine tables for the baseline and
+    the fastest integer-grid variant, and every variant's verdict."""
+    s = speed_frame(v, base)
+    if s.empty or s["se1"].isna().all():
+        return []
+    lat = metrics.get("latency") or {}
+    threads = sorted({int(t) for t in s["threads"].dropna()}) or ([lat["threads"]] if lat.get("threads") else [])
+    engines = (metrics.get("summary") or {}).get("engines") or sorted({e for x in s["engines"].dropna() for e in str(x).split(",")})
+    comp = s[s["compressed"]]
+    L = ["## Does inference time decrease, and on what?", "",
+         f"Every variant was timed on every installed deploy engine ({', '.join(engines) or '?'}) with "
+         f"{', '.join(map(str, threads)) or '?'} thread(s): the median wall-clock time of one call after warm-up, at batch 1 and "
+         f"batch 256 (`metrics/latency.json`). A variant's latency is its **fastest** engine at that batch size. Speed-ups "
+         f"compare it with the fp32 reference of the **same architecture**, twice: against that model in PyTorch eager, and "
+         f"against the **best fp32 deployment** (the fastest engine running the fp32 model). Only the second says whether "
+         f"compression, rather than a better runtime, made inference faster.", ""]
+    if len(comp):
+        L += [f"**In this run**: {_count_line(comp, 1)}; {_count_line(comp, 256)}.", ""]
+    refs = reference_table(s, metrics)
+    if len(refs):
+        t = pd.DataFrame({"architecture": refs["architecture"], "fp32 reference": refs["reference"],
+                          "variants compared": refs["variants"],
+                          **{f"eager ms b{b}": refs[f"eager_b{b}"].map(_ms) for b in BATCHES},
+                          **{f"best fp32 ms b{b} [engine]": [f"{_ms(x)} [{e}]" if isinstance(e, str) else _ms(x) for x, e in
+                                                             zip(refs[f"best_fp32_b{b}"], refs[f"best_fp32_runtime_b{b}"])]
+                             for b in BATCHES}})
+        L += ["The fp32 reference of each architecture (a variant of the table, or a model of the same spec built and timed "
+              "by evaluate when the table has none):", "", _md_table(t), ""]
+    parent = s[s["vs_parent"]]
+    if len(parent) and base is not None:
+        L += [f"{', '.join(f'`{n}`' for n in parent['variant'])}: a smaller dense architecture, hence its own fp32 reference "
+              f"in the table; its speed-ups below are against `{base['variant']}`'s reference (same model before pruning).", ""]
+    if len(comp):
+        g = comp.groupby("family", sort=False)
+        fam = pd.DataFrame({
+            "family": list(g.groups),
+            "variants": g.size().values,
+            "fastest engine b1": [", ".join(f"{e} ×{n}" for e, n in x.value_counts().items()) for _, x in g["fastest_b1"]],
+            "fastest engine b256": [", ".join(f"{e} ×{n}" for e, n in x.value_counts().items()) for _, x in g["fastest_b256"]],
+            "int8 kernels at b256": [f"{int(x.sum())}/{len(x)}" for _, x in g["int8"]],
+            **{f"median vs {w} b{b}": g[f"s{k}{b}"].median().map(_x).values for b in BATCHES
+               for k, w in (("e", "fp32 eager"), ("b", "best fp32"))},
+            **{f"faster than best fp32 b{b}": [f"{int((x > 1).sum())}/{len(x)}" for _, x in g[f"sb{b}"]] for b in BATCHES}})
+        L += ["By number format (from each variant's manifest):", "", _md_table(fam), ""]
+        for f, x in g:
+            if f in FAMILY_WHY:
+                L.append(f"- **{f}** ({len(x)}): " + FAMILY_WHY[f].format(verdict=_family_verdict(x)))
+        L.append("")
+    for label, row in _engine_table_rows(s, base):
+        t = engine_table(row["variant"], metrics, row)
+        if len(t):
+            L += [f"**{label}** `{row['variant']}` on each engine (reference: `{row['reference']}`"
+                  + (f", speed-ups against `{base['variant']}`'s" if row.get("vs_parent") else "") + "):", "", _md_table(t), ""]
+            if label.startswith("Fastest") and isinstance(row.get("lowp_ops_b256"), str) and row["lowp_ops_b256"]:
+                L += [f"Kernels of its fastest batch-256 engine ({row['fastest_b256']}): {row['lowp_ops_b256']}.", ""]
+    if len(comp):
+        c = comp.sort_values("sb256", ascending=False)
+        t = pd.DataFrame({"variant": c["variant"], "format": c["family"],
+                          **{k: v_ for b in BATCHES for k, v_ in (
+                              (f"b{b}: engine", c[f"fastest_b{b}"]), (f"ms b{b}", c[f"latency_ms_b{b}"].map(_ms)),
+                              (f"vs eager b{b}", c[f"se{b}"].map(_x)), (f"vs best fp32 b{b}", c[f"sb{b}"].map(_x)))},
+                          "int8 ops (b256 engine)": c["lowp_ops_b256"].fillna("").map(lambda t: str(t).split(" (")[0]),
+                          "vs best fp32 deployment": [f"b1 {verdict(a)}; b256 {verdict(b)}" for a, b in zip(c["sb1"], c["sb256"])]})
+        L += ["Every compressed variant, fastest first at batch 256 against the best fp32 deployment:", "", _md_table(t), ""]
+    failed = v[~v.index.isin(measured(v).index)]
+    if len(failed):
+        L += [f"Not measured ({len(failed)}; see the `error` column of `reports/variants.csv`): "
+              + ", ".join(f"`{n}`" for n in failed["variant"]) + ".", ""]
+    L += [f"Timings on a shared CPU carry noise of several percent; speed-ups within ±{NOISE * 100:.0f}% are reported as "
+          f"such, not as gains.", ""]
+    return L
+
+
+def _engine_table_rows(s: pd.DataFrame, base: pd.Series | None) -> list[tuple[str, pd.Series]]:
+    out = []
+    if base is not None and base["variant"] in set(s["variant"]):
+        out.append(("Baseline", s[s["variant"] == base["variant"]].iloc[0]))
+    ints = s[s["compressed"] & ((s["family"] == "integer-grid weights (≤ 8 bit)") | s["int8"])].dropna(subset=["sb256"])
+    if len(ints):
+        best = ints.sort_values(["sb256", "sb1"], ascending=False).iloc[0]
+        out.append(("Fastest integer-grid variant", best))  # against the best fp32 deployment at batch 256
     return out
 
 
@@ -175,104 +441,23 @@ def _ptq_qat_answers(v: pd.DataFrame, base: pd.Series | None) -> list[str]:
     return out
 
 
-def latency_section(v: pd.DataFrame, base: pd.Series | None) -> list[str]:
-    if base is None or "speedup_b1" not in v:
-        return []
-    threads = sorted(set(v["threads"].dropna().astype(int))) if "threads" in v else []
-    lines = ["## Does inference time decrease, and why?", "",
-             f"Latency is the median wall-clock time of one call after warm-up, measured by the evaluate stage on the CPU "
-             f"with {', '.join(map(str, threads)) or '?'} thread(s), at batch 1 and batch 256; the fp32 eager baseline takes "
-             f"{_ms(base['latency_ms_b1'])} ms and {_ms(base['latency_ms_b256'])} ms. Speed-up = baseline time / variant time.", ""]
-    g = v[v["variant"] != base["variant"]].groupby("family")
-    summary = g.agg(variants=("variant", "count"), speedup_b1=("speedup_b1", "median"), speedup_b256=("speedup_b256", "median"),
-                    best_b256=("speedup_b256", "max")).reset_index()
-    summary[["speedup_b1", "speedup_b256", "best_b256"]] = summary[["speedup_b1", "speedup_b256", "best_b256"]].map(lambda x: f"{x:.2f}×")
-    lines += [_md_table(summary.rename(columns={"family": "runtime family", "speedup_b1": "median speed-up b1",
-                                                "speedup_b256": "median speed-up b256", "best_b256": "best b256"})), ""]
-    fam = {f: s for f, s in g}
-    why = []
-    def verdict(x: float) -> str:
-        return "faster" if x > 1.1 else ("slower" if x < 0.9 else "about as fast (within noise)")
-
-    if "integer kernels" in fam:
-        s = fam["integer kernels"]
-        b = s.loc[s["speedup_b256"].idxmax()]
-        text = (f"- **Integer kernels** (`{b['variant']}`, {b['runtime']}): {b['speedup_b1']:.2f}× at batch 1 "
-                f"({verdict(b['speedup_b1'])}), {b['speedup_b256']:.2f}× at batch 256 ({verdict(b['speedup_b256'])}) vs "
-                f"fp32 PyTorch eager. int8 GEMM/conv kernels (VNNI dot products in oneDNN / MLAS) do 4× more "
-                f"multiply-accumulates per instruction than fp32 and read 4× fewer weight bytes, but every quantized "
-                f"operator also (de)quantizes its activations. ")
-        ort32 = fam.get("fp32 ONNX Runtime")
-        if ort32 is not None and "onnx" in str(b["runtime"]).lower():
-            r = ort32.iloc[0]
-            text += (f"Against the same runtime in fp32 (`{r['variant']}`), int8 is {r['latency_ms_b1'] / b['latency_ms_b1']:.2f}× "
-                     f"at batch 1 and {r['latency_ms_b256'] / b['latency_ms_b256']:.2f}× at batch 256 — that ratio isolates "
-                     f"the effect of the integer kernels from the runtime's lower per-operator overhead. ")
-        elif b["speedup_b1"] > 1.1:
-            text += ("Part of the batch-1 gain is the runtime's lower per-operator overhead compared with PyTorch eager "
-                     "(there is no fp32 variant on the same runtime in this run to separate the two). ")
-        text += ("At batch 256 the arithmetic dominates; " + (
-            "the integer kernels win there." if b["speedup_b256"] > 1.1 else
-            f"for this small network the int8 convolutions are too small to amortise the extra quantize/dequantize "
-            f"work and layout conversions, so there is no gain (measured with {', '.join(map(str, threads)) or '?'} thread(s)); "
-            f"wider layers (the 1024-wide MLPs) or more threads are where int8 pays off."))
-        why.append(text)
-    if "decoded to fp32 at load" in fam:
-        s = fam["decoded to fp32 at load"]
-        med1, med256 = s["speedup_b1"].median(), s["speedup_b256"].median()
-        why.append(f"- **Artifacts decoded to fp32 at load** ({len(s)} variants: packed sub-8-bit codes, sparse files, "
-                   f"upcast low-precision floats): median {med1:.2f}× at batch 1 and {med256:.2f}× at batch 256 — "
-                   + ("no gain. " if med256 >= 0.9 else "even slower. ")
-                   + "The file is smaller, but it is expanded to dense fp32 weights before running, so the same fp32 "
-                     "kernels do the same arithmetic and move the same bytes"
-                   + ("; where the runtime also fake-quantizes each layer's input (the sub-8-bit PTQ/QAT forms), those "
-                      "extra element-wise operations make it slower, most visibly at batch 1 where per-operator overhead "
-                      "dominates. " if min(med1, med256) < 0.9 else ". ")
-                   + "Sub-8-bit and unstructured-sparse speed-ups need kernels this CPU stack does not have.")
-    if "fp32 compiled" in fam:
-        s = fam["fp32 compiled"]
-        c1, c256 = s["speedup_b1"].median(), s["speedup_b256"].median()
-        why.append(f"- **torch.compile (fp32)**: {c1:.2f}× at batch 1 ({verdict(c1)}) and {c256:.2f}× at batch 256 "
-                   f"({verdict(c256)}) — the same fp32 arithmetic; inductor fuses the element-wise operations (bias, ReLU, "
-                   f"pooling) into fewer kernels, which saves intermediate memory traffic"
-                   + (" and per-operator overhead." if c1 > 1.1 else
-                      "; at batch 1 the compiled graph's guards and call wrapper cost about as much as the dispatch they save."))
-    if "fp32 ONNX Runtime" in fam:
-        s = fam["fp32 ONNX Runtime"]
-        why.append(f"- **ONNX Runtime fp32**: median {s['speedup_b1'].median():.2f}× at batch 1 and "
-                   f"{s['speedup_b256'].median():.2f}× at batch 256 — same precision, but a graph-optimised, fused "
-                   f"execution with less per-operator overhead than PyTorch eager; it is the fair reference for its int8 "
-                   f"counterpart.")
-    if "structured (Monarch) kernels" in fam:
-        s = fam["structured (Monarch) kernels"]
-        why.append(f"- **Structured (Monarch) layers**: median {s['speedup_b256'].median():.2f}× at batch 256 and "
-                   f"{s['speedup_b1'].median():.2f}× at batch 1 — fewer FLOPs (two block-diagonal batched matmuls instead of a "
-                   f"dense one) pay off only when the layers are large enough for arithmetic to dominate.")
-    if "fp32 eager" in fam:
-        s = fam["fp32 eager"]
-        why.append(f"- **Other fp32 eager variants** ({len(s)}): median {s['speedup_b256'].median():.2f}× at batch 256; a "
-                   f"smaller dense model (structured pruning) is faster only in proportion to the work removed.")
-    lines += why + ["", f"Threads: all variants were timed with the same thread count ({', '.join(map(str, threads)) or '?'}); "
-                        "on a 2-core machine shared with other jobs the timings carry noise of several percent, so speed-ups "
-                        "within ±10% are not meaningful.", ""]
-    return lines
-
-
 def size_section(v: pd.DataFrame, base: pd.Series | None) -> list[str]:
-    if base is None:
+    if base is None or measured(v).empty:
         return []
-    s = v.sort_values("size_bytes")
+    s = measured(v).sort_values("size_bytes")
     ideal = s["params"] * s["avg_weight_bits"] / 8
     t = pd.DataFrame({"variant": s["variant"], "method": s["method"], "avg weight bits": s["avg_weight_bits"].map(lambda x: f"{x:g}"),
                       "stored params": s["params"].map(lambda x: f"{int(x):,}"), "bytes on disk": s["size_bytes"].map(lambda x: f"{int(x):,}"),
-                      "× smaller than fp32": s["size_ratio"].map(lambda r: f"{r:.1f}×"),
+                      "× smaller than its fp32": s["size_ratio"].map(lambda r: "n/a" if pd.isna(r) else f"{r:.1f}×"),
                       "overhead vs params·bits/8": ((s["size_bytes"] / ideal - 1) * 100).map(lambda x: "n/a" if pd.isna(x) or np.isinf(x) else f"{x:+.0f}%")})
     small = s.iloc[0]
     return ["## How much does model size drop?", "",
             f"Sizes are the bytes of each variant's deployed files on disk (they load back and give the reported accuracy). "
             f"The fp32 baseline is {int(base['size_bytes']):,} bytes; the smallest variant, `{small['variant']}`, is "
-            f"{int(small['size_bytes']):,} bytes ({base['size_bytes'] / small['size_bytes']:.1f}× smaller) at "
-            f"{_pct(small['accuracy'])} test accuracy ({_pp(small['accuracy'] - base['accuracy'])}). The last column compares "
+            f"{int(small['size_bytes']):,} bytes ("
+            + (f"{small['size_ratio']:.1f}× smaller than its fp32 reference" if not pd.isna(small["size_ratio"])
+               else f"{small['model']}: no fp32 reference of that model in the table") + f") at "
+            f"{_pct(small['accuracy'])} test accuracy ({_pp(small['d_acc'])} vs its fp32). The last column compares "
             f"the file with the ideal `params × bits / 8`: scales, zero points, indices/bitmasks and file headers are the overhead.",
             "", _md_table(t), ""]
 
@@ -301,41 +486,247 @@ def search_section(trials: pd.DataFrame, search_metrics: dict, figs: dict[str, s
     return lines
 
 
+def single_method_best(v: pd.DataFrame, model: str, within: float = 0.01) -> pd.Series | None:
+    """The smallest measured single-method variant of ``model`` within ``within`` of its fp32 reference's accuracy."""
+    s = measured(v)
+    if "d_acc" not in s:
+        return None
+    s = s[(s["model"] == model) & (s["method"] != "recipe") & ~(s["family"] == "fp32 reference") & (s["d_acc"] >= -within)]
+    return None if s.empty else s.loc[s["size_bytes"].idxmin()]
+
+
+def recipes_section(v: pd.DataFrame, recipes: dict[str, dict], trails: pd.DataFrame | None, figures: dict[str, str],
+                    trail_links: dict[str, list[str]], base: pd.Series | None, pareto: pd.DataFrame | None = None,
+                    baseline_dir: str = "models/baseline") -> list[str]:
+    """Each recipe's compression ratio, accuracy change and artifact bytes against its dense baseline (from
+    ``metrics/recipes/<name>.json``, the test accuracy from the variants table), beside Deep Compression's
+    published LeNet numbers and the suite's best single-method variant of the same model."""
+    if not recipes:
+        return []
+    by = v.set_index("variant") if len(v) else pd.DataFrame()
+    dataset = ", ".join(sorted({str(m.get("dataset")) for m in recipes.values() if m.get("dataset")})) or "?"
+    rows, notes = [], []
+    for name, m in recipes.items():
+        vname = f"recipe-{name}"
+        row = by.loc[vname] if vname in by.index else None
+        model = str(row["model"]) if row is not None and not pd.isna(row["model"]) else "?"
+        steps = (" → ".join(trails.loc[(trails["recipe"] == name) & (trails["step"] != "baseline"), "step"].astype(str))
+                 if trails is not None and len(trails) and "recipe" in trails else "")
+        test_acc = row["accuracy"] if row is not None and "accuracy" in row else np.nan
+        base_test = np.nan  # the dense baseline's test accuracy is known when it is the train stage's (a variant)
+        if base is not None and str(m.get("baseline")) == baseline_dir and model == str(base["model"]):
+            base_test = base["accuracy"]
+        err = lambda a: "n/a" if pd.isna(a) else f"{(1 - a) * 100:.2f}%"
+        rows.append({"recipe": name, "model": model, "steps": steps or "?",
+                     "dense baseline": {baseline_dir: "the train stage's", "trained": "trained by the recipe stage"}.get(
+                         str(m.get("baseline")), str(m.get("baseline", "?"))),
+                     "fp32 bytes": f"{int(m['baseline_bytes']):,}" if m.get("baseline_bytes") else "n/a",
+                     "artifact bytes": f"{int(m['size_bytes']):,}" if m.get("size_bytes") else "n/a",
+                     "× smaller": f"{m['ratio']:.1f}×" if m.get("ratio") else "n/a",
+                     "val acc fp32 → artifact": f"{_pct(m.get('baseline_val_acc'))} → {_pct(m.get('val_acc'))} "
+                                                f"({_pp(m['val_acc'] - m['baseline_val_acc']) if m.get('val_acc') is not None and m.get('baseline_val_acc') is not None else 'n/a'})",
+                     "test error fp32 → artifact": f"{err(base_test)} → {err(test_acc)}",
+                     "sparsity": f"{m['sparsity']:.1%}" if m.get("sparsity") is not None else "n/a"})
+        if row is not None and isinstance(row.get("error"), str) and row["error"].strip():
+            notes.append(f"`{vname}` could not be measured by evaluate, so it has no test accuracy: {row['error']}")
+        if pareto is not None and len(pareto) and "front_acc_size" in pareto:
+            on = pareto[(pareto["name"] == vname) & pareto["front_acc_size"].astype(bool)]
+            if len(on):
+                notes.append(f"`{vname}` is on the accuracy × size Pareto front of all variants and search trials.")
+        single = single_method_best(v, model) if model != "?" else None
+        if single is not None and m.get("ratio"):
+            notes.append(f"`{name}` ({m['ratio']:.1f}× smaller) vs the smallest single-method {model} variant within 1 pp of its "
+                         f"fp32 reference, `{single['variant']}`: {single['size_ratio']:.1f}× smaller at {_pct(single['accuracy'])} "
+                         f"({_pp(single['d_acc'])}).")
+        for dc in DEEP_COMPRESSION:
+            if dc["model"] == model and m.get("ratio"):
+                notes.append(f"`{name}` ({dc['network']}): {m['ratio']:.1f}× smaller vs Deep Compression's published {dc['ratio']}× "
+                             f"({'at least the published ratio' if m['ratio'] >= dc['ratio'] else 'below the published ratio'}); "
+                             f"test error {err(test_acc)} (fp32 {err(base_test)}) vs the published {dc['err_pct']:.2f}% "
+                             f"(fp32 {dc['err_fp32_pct']:.2f}%).")
+    L = ["## Compression recipes (prune → quantize → encode chains)", "",
+         "Each recipe chains library steps on one model and writes one artifact (`variants/recipes/recipe-<name>`); sizes are "
+         "its bytes on disk against the fp32 state dict of its own dense baseline, validation accuracies are the recipe "
+         "stage's (`metrics/recipes/<name>.json`), test accuracies the evaluate stage's on the re-loaded artifact.", "",
+         _md_table(pd.DataFrame(rows)), "",
+         f"**Published numbers** (not measured here), {DEEP_COMPRESSION_CITATION}: pruning + trained quantization + Huffman "
+         f"coding, on MNIST:", "",
+         _md_table(pd.DataFrame({"network (published)": [d["network"] for d in DEEP_COMPRESSION],
+                                 "fp32 size": [f"{d['fp32_kb']:,} KB" for d in DEEP_COMPRESSION],
+                                 "compressed": [f"{d['compressed_kb']} KB" for d in DEEP_COMPRESSION],
+                                 "× smaller": [f"{d['ratio']}×" for d in DEEP_COMPRESSION],
+                                 "top-1 error fp32 → compressed": [f"{d['err_fp32_pct']:.2f}% → {d['err_pct']:.2f}%" for d in DEEP_COMPRESSION]})),
+         ""]
+    if dataset not in ("mnist", "?"):
+        L += [f"This run used **{dataset}**, not MNIST: the recipe numbers are not comparable with the published ones.", ""]
+    L += [f"- {n}" for n in notes] + ([""] if notes else [])
+    if trails is not None and len(trails):
+        cols = [c for c in ("step", "size_bytes", "ratio", "val_acc", "sparsity", "seconds") if c in trails]
+        for name, t in trails.groupby("recipe", sort=False):
+            tt = t[cols].assign(size_bytes=t["size_bytes"].map(lambda x: f"{int(x):,}"), val_acc=t["val_acc"].map(_pct),
+                                ratio=t["ratio"].map(lambda r: f"{r:.1f}×"))
+            L += [f"Trail of `{name}` (after each step; as Deep Compression's pruning → quantization → coding columns):", "",
+                  _md_table(tt.rename(columns={"size_bytes": "bytes", "ratio": "× smaller", "val_acc": "val acc"})), ""]
+    if "recipe_trails" in figures:
+        L += [f"![recipe trails]({figures['recipe_trails']})", ""]
+    links = [f"[{Path(p).parent.name}/{Path(p).name}]({p})" for ps in trail_links.values() for p in ps]
+    if links:
+        L += ["Trail files: " + ", ".join(links) + ".", ""]
+    return L
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else platform.processor(), else "unknown"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def stage_of_metrics() -> dict[str, str]:
+    """metrics file stem -> the pipeline stage that writes it (``summary``/``latency`` -> evaluate)."""
+    from stages import pipeline
+
+    return {Path(m).stem: n for n, s in pipeline.STAGES.items() if not s.foreach for m in s.metrics}
+
+
+def time_section(metrics: dict[str, dict], recipes: dict[str, dict], threads: list[int], cpu: str | None = None) -> list[str]:
+    """Where the time went: each stage's ``wall_seconds`` (its process, imports included) from metrics/*.json,
+    the recipes summed, the total, the CPU and the threads."""
+    from stages import pipeline
+
+    owner = stage_of_metrics()
+    secs: dict[str, float] = {}
+    for stem, m in metrics.items():
+        if isinstance(m, dict) and isinstance(m.get("wall_seconds"), (int, float)):
+            st = owner.get(stem, stem)
+            secs[st] = max(secs.get(st, 0.0), float(m["wall_seconds"]))  # one process per stage: its files share the time
+    rec = [float(m["wall_seconds"]) for m in recipes.values() if isinstance(m.get("wall_seconds"), (int, float))]
+    if rec:
+        secs["recipes"] = sum(rec)
+    if not secs:
+        return []
+    order = list(pipeline.STAGES)
+    names = sorted(secs, key=lambda n: (order.index(n) if n in order else len(order), n))
+    total = sum(secs.values())
+    t = pd.DataFrame({"stage": [f"recipes ({len(rec)} recipes, summed)" if n == "recipes" else n for n in names],
+                      "wall seconds": [f"{secs[n]:.1f}" for n in names],
+                      "share": [f"{secs[n] / total:.0%}" for n in names]})
+    missing = [n for n, s in pipeline.STAGES.items() if s.metrics and n not in secs and n != "report"]
+    t.loc[len(t)] = ["**total**" + (" (stages with a record)" if missing else ""), f"**{total:.1f}**", "100%"]
+    return (["## Where the time went", "",
+            f"Wall-clock seconds of each stage's last run (its process, start-up and imports included: `wall_seconds` in "
+            f"`metrics/<stage>.json`; the recipes' `metrics/recipes/*.json` summed). A stage DVC did not rerun keeps the time "
+            f"of its last run. CPU: **{cpu or cpu_model()}**, {os.cpu_count()} logical cores; evaluate timed with "
+            f"{', '.join(map(str, threads)) or '?'} thread(s).", "", _md_table(t), ""]
+            + ([f"No `wall_seconds` recorded for: {', '.join(missing)}.", ""] if missing else []))
+
+
+def claims_section(metrics: dict[str, dict], links: dict[str, str]) -> list[str]:
+    """One paragraph per paper claim the method stages check: lottery tickets, BinaryConnect, HAWQ."""
+    L = []
+    lot = metrics.get("lottery")
+    if isinstance(lot, dict) and isinstance(lot.get("claim"), dict):
+        c = lot["claim"]
+        dense = c.get("dense", {})
+        hits, n = lot.get("budget_hits"), lot.get("trainings")
+        L.append(f"- **Lottery tickets** (Frankle & Carbin, ICLR 2019; `metrics/lottery.json`): {lot.get('model', '?')}, "
+                 f"{lot.get('rounds', '?')} pruning rounds at rate {lot.get('rate', '?')}, seeds {lot.get('seeds', '?')}; each training "
+                 f"stops early on validation loss (patience {lot.get('patience', '?')} iterations, budget "
+                 f"{lot.get('max_iterations', '?')}). Dense test accuracy {_pct(c.get('dense_test_acc'))} (early stop at iteration "
+                 f"{dense.get('early_stop', '?')}). **{c.get('statement', '?')}.**"
+                 + (f" {hits} of {n} trainings hit the iteration budget: their early-stop iteration is only a lower bound."
+                    if hits else f" No training hit the iteration budget ({n} trainings)." if n else ""))
+    bc = metrics.get("binary")
+    if isinstance(bc, dict) and isinstance(bc.get("test_error_pct"), dict):
+        parts = [f"{k} {r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r.get("n", 1) > 1 else "") + f"% over {r.get('n', '?')} seed(s) "
+                 f"(published: {r['paper']:.2f}%)" for k, r in bc["test_error_pct"].items() if "mean" in r]
+        ok = bc.get("det_mean_le_1_5")
+        L.append(f"- **BinaryConnect** (Courbariaux et al., NeurIPS 2015; `metrics/binary.json`): MLP {bc.get('hidden', '?')}, "
+                 f"{bc.get('epochs', '?')} epochs; test error " + "; ".join(parts) + "."
+                 + ("" if ok is None else f" Deterministic mean test error ≤ 1.5%: **{'yes' if ok else 'no'}**."))
+    hq = metrics.get("hawq")
+    if isinstance(hq, dict) and isinstance(hq.get("claim"), dict):
+        c = hq["claim"]
+        held = "; ".join(f"`{k}` {'holds' if v else '**does not hold**'}" for k, v in (c.get("holds") or {}).items()) or "nothing checked"
+        near = c.get("near_fp32") or {}
+        text = (f"- **HAWQ** (Dong et al., ICCV 2019; `metrics/hawq.json`, {c.get('split', 'val')} split): {held}.")
+        if near:
+            text += (f" The {near['allocator']} allocation at {near['avg_bits']:.2f} average bits reaches {_pct(near['mean'])} against "
+                     f"fp32 {_pct(near['fp32_val_acc'])} (fp32 minus mixed: {near['drop_pp']:+.2f} pp; the claim allows at most "
+                     f"{near['within_pp']:g} pp).")
+        vs = [f"{x['allocator']} {x['avg_bits']:.2f} bits vs uniform {u['uniform_bits']} bits: {u['delta_pp']:+.2f} pp"
+              for x in c.get("comparisons", []) if not x.get("trivial") for u in x.get("vs_uniform", [])]
+        if vs:
+            text += " Mixed vs uniform precision: " + "; ".join(vs) + "."
+        elif c.get("comparisons"):
+            text += " Every allocation was uniform (trivial), so mixed vs uniform precision was not tested."
+        if "hawq_table" in links:
+            text += f" Full table: [{Path(links['hawq_table']).name}]({links['hawq_table']})."
+        L.append(text)
+    return (["## Paper claims checked by the method stages", ""] + L + [""]) if L else []
+
+
+def _brief_speed(v: pd.DataFrame, base: pd.Series) -> list[str]:
+    s = speed_frame(v, base)
+    comp = s[s["compressed"]] if len(s) else s
+    if comp.empty or comp["sb256"].isna().all():
+        return []
+    top = comp.loc[comp["sb256"].idxmax()]
+    text = (f"- **Inference time**: {_count_line(comp, 1)}; {_count_line(comp, 256)}. The fastest against the best fp32 "
+            f"deployment at batch 256 is `{top['variant']}` on {top['fastest_b256']}: {verdict(top['sb256'])} against the best "
+            f"fp32 deployment, {verdict(top['se256'])} against fp32 PyTorch eager.")
+    if not (comp["sb256"] > 1).any() and not (comp["sb1"] > 1).any():
+        text += " **No compressed variant is faster than the best fp32 deployment of its architecture at either batch size.**"
+    return [text]
+
+
 def build_report(variants: pd.DataFrame, trials: pd.DataFrame, pareto: pd.DataFrame, metrics: dict[str, dict],
                  figures: dict[str, str], other_plots: list[str], commit: str = "",
-                 replicates: list[dict] | None = None) -> str:
-    """Markdown text of the report; ``figures``/``other_plots`` are paths relative to the report."""
+                 replicates: list[dict] | None = None, *, recipes: dict[str, dict] | None = None,
+                 trails: pd.DataFrame | None = None, trail_links: dict[str, list[str]] | None = None,
+                 links: dict[str, str] | None = None, cpu: str | None = None) -> str:
+    """Markdown text of the report; ``figures``/``other_plots``/``trail_links``/``links`` are paths relative to the
+    report.  ``recipes``: metrics/recipes/<name>.json by name; ``trails``: the recipe trails (plots/recipes/*/trail.csv)
+    concatenated; ``links``: other files to link (``hawq_table``); ``cpu``: the CPU model (default: this machine's)."""
+    from stages import pipeline
+
     v = variants.copy()
-    base = pick_baseline(v) if len(v) else None
+    ok = measured(v)
+    base = pick_baseline(ok) if len(ok) else None
     v = enrich(v, base)
+    recipes, links, trail_links = recipes or {}, links or {}, trail_links or {}
     L = ["# Compression report", ""]
     L += _dataset_banner(v, metrics) + [""]
     model = ", ".join(sorted(set(v["model"].astype(str)))) if len(v) else "?"
-    L += [f"Model: {model}. Variants: {len(v)}; search trials: {len(trials)}. Generated "
+    L += [f"Models: {model}. Variants: {len(v)} ({len(ok)} measured); search trials: {len(trials)}. Generated "
           f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}{f' at commit {commit}' if commit else ''} "
           f"by `dvc repro` (stage `report`) from `reports/variants.csv`, `metrics/*.json` and the search trials.", ""]
     if base is not None:
+        eager = {b: base[f"speedup_vs_eager_b{b}"] * base[f"latency_ms_b{b}"] if f"speedup_vs_eager_b{b}" in base else np.nan
+                 for b in BATCHES}
         L += ["## Answers in brief", "",
-              f"- **Baseline** `{base['variant']}`: test accuracy {_pct(base['accuracy'])}, {int(base['size_bytes']):,} bytes, "
-              f"{_ms(base['latency_ms_b1'])} ms at batch 1 and {_ms(base['latency_ms_b256'])} ms at batch 256 ({base['runtime']})."]
+              f"- **Baseline** `{base['variant']}`: test accuracy {_pct(base['accuracy'])}, {int(base['size_bytes']):,} bytes; "
+              f"fastest deployment {_ms(base['latency_ms_b1'])} ms at batch 1 ({base.get('fastest_b1', '?')}) and "
+              f"{_ms(base['latency_ms_b256'])} ms at batch 256 ({base.get('fastest_b256', '?')}); in PyTorch eager "
+              f"{_ms(eager[1])} ms and {_ms(eager[256])} ms."]
         L += _ptq_qat_answers(v, base)
-        others = v[v["variant"] != base["variant"]]
-        if len(others):
-            f1, f256 = others.loc[others["speedup_b1"].idxmax()], others.loc[others["speedup_b256"].idxmax()]
-            L += [f"- **Inference time**: the fastest variant at batch 256 is `{f256['variant']}` ({f256['speedup_b256']:.2f}× vs "
-                  f"its fp32 reference, {f256['runtime']}); at batch 1 `{f1['variant']}` ({f1['speedup_b1']:.2f}×). Variants whose "
-                  f"artifact is decoded to fp32 at load do not get faster (see below)."]
-            same = others[others["model"] == base["model"]]
-            if len(same):
-                sm = same.loc[same["size_bytes"].idxmin()]
-                good = same[same["accuracy"] >= base["accuracy"] - 0.01]
-                text = (f"- **Size** ({base['model']}): the smallest artifact is `{sm['variant']}`, {int(sm['size_bytes']):,} bytes "
-                        f"({base['size_bytes'] / sm['size_bytes']:.1f}× smaller than fp32) at {_pct(sm['accuracy'])}")
-                if len(good):
-                    sg = good.loc[good["size_bytes"].idxmin()]
-                    text += (f"; the smallest within 1 pp of the baseline's accuracy is `{sg['variant']}`, "
-                             f"{int(sg['size_bytes']):,} bytes ({base['size_bytes'] / sg['size_bytes']:.1f}× smaller) at {_pct(sg['accuracy'])}")
-                L.append(text + ".")
+        L += _brief_speed(v, base)
+        others = measured(v)[measured(v)["variant"] != base["variant"]]
+        same = others[others["model"] == base["model"]]
+        if len(same):
+            sm = same.loc[same["size_bytes"].idxmin()]
+            good = same[same["accuracy"] >= base["accuracy"] - 0.01]
+            text = (f"- **Size** ({base['model']}): the smallest artifact is `{sm['variant']}`, {int(sm['size_bytes']):,} bytes "
+                    f"({base['size_bytes'] / sm['size_bytes']:.1f}× smaller than fp32) at {_pct(sm['accuracy'])}")
+            if len(good):
+                sg = good.loc[good["size_bytes"].idxmin()]
+                text += (f"; the smallest within 1 pp of the baseline's accuracy is `{sg['variant']}`, "
+                         f"{int(sg['size_bytes']):,} bytes ({base['size_bytes'] / sg['size_bytes']:.1f}× smaller) at {_pct(sg['accuracy'])}")
+            L.append(text + ".")
         L.append("")
     # per-stage sections, in the order stages appear; train (baseline) first
     order = {"train": 0, "ptq": 1, "qat": 2, "search": 99}
@@ -347,16 +738,25 @@ def build_report(variants: pd.DataFrame, trials: pd.DataFrame, pareto: pd.DataFr
         notes = s[s["notes"].notna() & (s["notes"].astype(str) != "")]
         if len(notes):
             L += ["Notes: " + " ".join(f"`{r['variant']}`: {r['notes']}" for _, r in notes.head(12).iterrows()), ""]
+        bad = s[~s.index.isin(measured(s).index)]
+        if len(bad):
+            L += ["Not measured: " + " ".join(f"`{r['variant']}`: {r.get('error', '')}" for _, r in bad.iterrows()), ""]
         gap = s[(s["accuracy_sim"].notna()) & ((s["accuracy"] - s["accuracy_sim"]).abs() > 0.001)]
         if len(gap):
+            on_int8 = gap["accuracy_runtime"].astype(str).isin(("onnxruntime", "openvino", *INT8_ENGINES)) if "accuracy_runtime" in gap else gap["family"] == ""
             L += ["Deployed vs simulated accuracy differ by more than 0.1 pp for: "
-                  + ", ".join(f"`{r['variant']}` ({_pp(r['accuracy'] - r['accuracy_sim'])})" for _, r in gap.iterrows())
+                  + ", ".join(f"`{r['variant']}` ({_pp(r['accuracy'] - r['accuracy_sim'])}"
+                              + (f", on {r['accuracy_runtime']}" if isinstance(r.get("accuracy_runtime"), str) else "") + ")"
+                              for _, r in gap.iterrows())
                   + (". Where the deployed runtime uses integer kernels, they round differently from the float "
                      "simulation (requantized intermediate results, integer accumulation, fused bias/ReLU); the variant "
-                     "notes above give each stage's own explanation." if (gap["family"] == "integer kernels").any()
+                     "notes above give each stage's own explanation." if ((gap["family"] == "integer-grid weights (≤ 8 bit)") & on_int8).any()
                      else ". The variant notes above give the stage's explanation."), ""]
-    L += latency_section(v, base)
+    threads = sorted({int(t) for t in ok["threads"].dropna()}) if "threads" in ok and len(ok) else []
+    L += speed_section(v, base, metrics)
     L += size_section(v, base)
+    L += recipes_section(v, recipes, trails, figures, trail_links, base, pareto, pipeline.BASELINE)
+    L += claims_section(metrics, links)
     L += search_section(trials, metrics.get("search", {}), figures)
     if len(pareto):
         L += ["## Pareto fronts (all variants + all search trials)", "",
@@ -374,12 +774,14 @@ def build_report(variants: pd.DataFrame, trials: pd.DataFrame, pareto: pd.DataFr
         L += ["3-way front (accuracy × size × latency at batch 1):", "", _md_table(ft), ""]
     if replicates:
         L += ["## Replicates (mean ± CI over seeds)", "", _md_table(pd.DataFrame(replicates)), ""]
+    L += time_section(metrics, recipes, threads, cpu)
     if other_plots:
         L += ["## Figures from the method stages", ""]
         for p in other_plots:
             L += [f"### {Path(p).parent.name}/{Path(p).stem}", "", f"![{Path(p).stem}]({p})", ""]
     L += ["## Caveats", "",
-          "- Latencies come from a shared 2-core CPU; repeat `dvc repro evaluate report` on an idle machine for firmer numbers.",
+          f"- Latencies come from a CPU with {os.cpu_count()} logical cores ({cpu or cpu_model()}), possibly shared with other "
+          f"jobs; repeat `dvc repro evaluate report` on an idle machine for firmer numbers.",
           "- Search trials use PTQ/pruning without fine-tuning and validation accuracy; only the exported front trials "
           "were measured on the test split.", ""]
     return "\n".join(L)
@@ -395,6 +797,29 @@ def collect_metrics(folder: str | Path = "metrics") -> dict[str, dict]:
     return out
 
 
+def collect_trails(folder: str | Path) -> tuple[pd.DataFrame, dict[str, list[Path]]]:
+    """The recipe trails (``<folder>/<name>/trail.csv``) concatenated, and every file under each recipe's folder."""
+    parts, files = [], {}
+    for d in sorted(p for p in Path(folder).glob("*") if p.is_dir()):
+        files[d.name] = sorted(p for p in d.iterdir() if p.is_file())
+        t = d / "trail.csv"
+        if t.is_file():
+            df = pd.read_csv(t)
+            parts.append(df if "recipe" in df else df.assign(recipe=d.name))
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), files
+
+
+def recipe_trails(trails: pd.DataFrame | None, path: Path) -> Path | None:
+    """``recipe_trails.png``: every recipe's trail (plots/recipes/*/trail.csv rows: recipe, step, size_bytes, val_acc)
+    in one figure, drawn by the recipes library's :func:`compress.recipes.report.plot_trail`; None when there are none.
+    (Here rather than in dashboards.figures, which the search stage imports: its deps stay free of the recipes.)"""
+    if trails is None or trails.empty or not {"recipe", "step", "size_bytes", "val_acc"} <= set(trails.columns):
+        return None
+    from compress.recipes.report import plot_trail
+
+    return plot_trail(trails.to_dict("records"), path)
+
+
 def find_plots(globs: list[str], exclude: Path) -> list[Path]:
     found = []
     for g in globs:
@@ -406,15 +831,20 @@ def find_plots(globs: list[str], exclude: Path) -> list[Path]:
 
 
 def generate(cfg, commit: str = "", metrics_dir: str = "metrics", *, variants: str | None = None, trials: str | None = None,
-             pareto: str | None = None, figures: str | None = None, out: str | None = None) -> Path:
+             pareto: str | None = None, figures: str | None = None, out: str | None = None,
+             recipe_metrics: str | None = None, recipe_plots: str | None = None) -> Path:
     """Pareto table + figures + report: ``cfg`` is the params section ``report``; the paths default to the pipeline's
-    (stages/pipeline.py): the variants table and search trials read, the Pareto table, figures and report written."""
+    (stages/pipeline.py): the variants table, search trials, metrics (``metrics_dir``; the recipes' in
+    ``recipe_metrics``, default ``<metrics_dir>/recipes``) and recipe trails read, the Pareto table, figures and report
+    written."""
     from dashboards.figures import all_figures
     from dashboards.pareto import build, points_from_files, replicate_groups
     from stages import pipeline
 
     variants, trials = variants or pipeline.VARIANTS_CSV, trials or pipeline.SEARCH_TRIALS
     pareto, figures, out = pareto or pipeline.PARETO_CSV, figures or pipeline.FIGURES, out or pipeline.REPORT_MD
+    recipe_metrics = recipe_metrics or str(Path(metrics_dir) / Path(pipeline.RECIPE_METRICS).name)
+    recipe_plots = recipe_plots or pipeline.RECIPE_PLOTS
 
     variants_path, trials_path = variants, trials
     if not Path(variants_path).exists():
@@ -427,12 +857,16 @@ def generate(cfg, commit: str = "", metrics_dir: str = "metrics", *, variants: s
     pts = build(points_from_files(variants_path, trials_path if has_trials else None), pareto)
     fig_dir = Path(figures)
     figs = all_figures(pts, fig_dir, cfg.heatmap_top) if len(pts) else []
+    trails, trail_files = collect_trails(recipe_plots)
+    figs += [f for f in [recipe_trails(trails, fig_dir / "recipe_trails.png")] if f is not None]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rel = lambda p: os.path.relpath(p, out.parent)
     figures = {Path(f).stem: rel(f) for f in figs}
     others = [rel(p) for p in find_plots(cfg.plot_globs, fig_dir)]
     metrics = collect_metrics(metrics_dir)
+    hawq_table = Path(pipeline.reports("hawq")) / "table_vi.md"
+    links = {"hawq_table": rel(hawq_table)} if hawq_table.is_file() else {}
     replicates = None
     reps = replicate_groups(pts[pts["source"] == "variant"], cfg.confidence) if len(pts) else pd.DataFrame()
     if len(reps) and (reps["n"] > 1).any():
@@ -441,7 +875,9 @@ def generate(cfg, commit: str = "", metrics_dir: str = "metrics", *, variants: s
                                   "accuracy": f"{x['accuracy_mean'] * 100:.2f} ± {x['accuracy_ci'] * 100:.2f} %",
                                   "size_bytes": f"{x['size_bytes_mean']:.0f}",
                                   "ms b256": f"{x['latency_ms_b256_mean']:.3f} ± {x['latency_ms_b256_ci']:.3f}"} for _, x in r.iterrows()]
-    out.write_text(build_report(variants, trials, pts, metrics, figures, others, commit, replicates))
+    out.write_text(build_report(variants, trials, pts, metrics, figures, others, commit, replicates,
+                                recipes=collect_metrics(recipe_metrics), trails=trails,
+                                trail_links={k: [rel(p) for p in ps] for k, ps in trail_files.items()}, links=links))
     return out
 
 

@@ -23,6 +23,8 @@ PARETO_CSV = "reports/pareto.csv"
 REPORT_MD = "reports/report.md"
 FIGURES = "reports/figures"
 VARIANTS_ROOT = "variants"
+RECIPE_METRICS = "metrics/recipes"  # recipes@<name> -> <name>.json (report: ratios, accuracies, wall_seconds)
+RECIPE_PLOTS = "plots/recipes"  # recipes@<name> -> <name>/trail.csv (report: trail tables and figure)
 
 
 def variants(stage: str) -> str:
@@ -109,7 +111,7 @@ STAGES: dict[str, Stage] = {
                     [Out(SEARCH_TRIALS, cache=False), Out(SEARCH_FIGURES, cache=False), Out(variants("search"))],
                     [metrics("search")], [Plot("plots/search/trials.csv", "size_bytes", "accuracy", "scatter")]),
     "recipes": Stage(["seed", f"recipes.{ITEM}"], [PREPARED, BASELINE], [Out(f"{variants('recipes')}/recipe-{ITEM}")],
-                     [f"metrics/recipes/{ITEM}.json"], [Plot(f"plots/recipes/{ITEM}/trail.csv", "index", "val_acc")],
+                     [f"{RECIPE_METRICS}/{ITEM}.json"], [Plot(f"{RECIPE_PLOTS}/{ITEM}/trail.csv", "index", "val_acc")],
                      foreach="recipes"),
     "evaluate": Stage(["evaluate"], [PREPARED], [Out(VARIANTS_CSV, cache=False)],
                       [metrics("summary"), metrics("latency")],
@@ -121,7 +123,9 @@ STAGES: dict[str, Stage] = {
 # evaluate measures every variant folder (a foreach stage's items write into its variants/<stage> folder)
 STAGES["evaluate"].deps += list(dict.fromkeys(variants(n) if s.foreach else o.path for n, s in STAGES.items() for o in s.outs
                                               if o.path.startswith(VARIANTS_ROOT + "/")))
-STAGES["report"].deps += ["plots/recipes", "metrics/recipes"]  # the recipe trails and summaries
+# the report also reads every stage's metrics (claims, wall_seconds), the recipe trails and summaries, HAWQ's table
+STAGES["report"].deps += [m for n, s in STAGES.items() if not s.foreach and n != "report" for m in s.metrics
+                          if m not in STAGES["report"].deps] + [reports("hawq"), RECIPE_PLOTS, RECIPE_METRICS]
 
 # Figures for `dvc plots show` beyond each stage's own plots.
 TOP_PLOTS: list[dict] = [

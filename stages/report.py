@@ -1,8 +1,9 @@
 """report: the last stage — Pareto fronts over all variants + search trials, figures, reports/report.md.
 
-Reads reports/variants.csv (evaluate), metrics/*.json, search/trials.csv (search) and the PNG figures other
-stages wrote under plots/ and reports/; writes reports/pareto.csv, reports/figures/*.png and reports/report.md,
-and logs them to MLflow.
+Reads reports/variants.csv (evaluate), metrics/*.json (every stage's: speed-ups per engine in latency.json, paper
+claims, wall_seconds), metrics/recipes/*.json and plots/recipes/*/trail.csv (recipes), search/trials.csv (search) and
+the PNG figures other stages wrote under plots/ and reports/; writes reports/pareto.csv, reports/figures/*.png
+(recipe_trails.png included) and reports/report.md, and logs them to MLflow.
 """
 from __future__ import annotations
 

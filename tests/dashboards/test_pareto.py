@@ -47,8 +47,8 @@ def test_fronts_over_variants_and_trials(files, tmp_path):
     assert set(FRONTS) <= set(back.columns)
     by = pts.set_index("name")
     assert by.loc["ptq-w2a8-minmax", "front_acc_size"]  # the smallest point is always on it
-    assert not by.loc["baseline-fp32", "front_acc_lat_b1"]  # same accuracy, slower than the compiled one
-    assert by.loc["baseline-fp32-compiled", "front_acc_lat_b1"]
+    assert not by.loc["baseline-fp32", "front_acc_lat_b1"]  # same accuracy, slower than the structurally pruned one
+    assert by.loc["prune-struct-l1-50", "front_acc_lat_b1"]
     assert set(pts.loc[pts.source == "trial", "accuracy_split"]) == {"val"}
     assert set(pts.loc[pts.source == "variant", "accuracy_split"]) == {"test"}
     # the 3-way front contains every 2-way acc x size front point that is not tied on both
