@@ -19,6 +19,10 @@ from compress.models import count_params, prunable_layers
 from compress.variants import Form, Manifest, write_variant
 
 
+PACKED_DEPLOY = ("at load compress.deploy builds int8 QDQ graphs from the stored codes where the layer inputs are "
+                 "8-bit or narrower (ONNX Runtime / OpenVINO int8 kernels), else decodes to fp32; evaluate measures every engine")
+
+
 def deploy_form(wbits: int, abits: int | None, *, symmetric: bool = True, granularity: str = "channel",
                 int8_runtime: bool = True) -> str:
     """The runtime a WbAa integer variant deploys on: ONNX Runtime int8 when the grid is what int8 kernels
@@ -113,7 +117,7 @@ def ptq_variants(base: nn.Module, spec: dict, ranges_file: dict, Q, x_calib: tor
             else:
                 save_packed_model(qm, folder / "model.cspk", {"variant": name})
                 deploy = Form("packed", ["model.cspk"])
-                notes = f"{what}; {wbits}-bit weights bit-packed; runs dequantized on fp32 kernels (no int{wbits} kernels on this CPU)"
+                notes = f"{what}; {wbits}-bit weights bit-packed; {PACKED_DEPLOY}"
             _manifest(folder, variant=name, method="ptq", wbits=wbits, abits=abits, deploy=deploy, sim=sim, notes=notes,
                       extra=extra, **common)
             done.append(PtqVariant(name, folder, qm, deploy, {"calibration": method, "wbits": wbits, "abits": abits}))
@@ -198,9 +202,9 @@ def write_qat_variant(folder: Path, q: nn.Module, baseline: nn.Module, *, varian
         deploy = write_int8_onnx(folder, q, baseline, x_calib, {n: (a["lo"], a["hi"]) for n, a in acts.items()})
         notes = (f"{what}; deployed on ONNX Runtime int8 (QDQ) with the QAT weight grid and layer-input ranges; {ORT_NOTE}"
                  + ("; LSQ weight steps are re-derived by ORT as max|w|/127 per channel" if quantizer == "lsq" else ""))
-    else:  # sub-8-bit: bit-packed codes, dequantized at load (no int<8 kernels on this CPU)
+    else:  # sub-8-bit: bit-packed codes; compress.deploy builds int8 graphs from them at load
         deploy = sim
-        notes = f"{what}; {wbits}-bit weight codes bit-packed; runs dequantized on fp32 kernels (no int{wbits} kernels on this CPU)"
+        notes = f"{what}; {wbits}-bit weight codes bit-packed; {PACKED_DEPLOY}"
     man = _manifest(folder, variant=variant, stage="qat", method=f"qat-{quantizer}", spec=spec, dataset=dataset, seed=seed,
                     wbits=weight_bits_average(qts, baseline), abits=abits,
                     params=sum(qt.q.numel() for qt in qts.values()) + sum(t.numel() for t in floats.values()),
