@@ -16,6 +16,7 @@ from compress.config import FitConfig, Section
 from compress.quant.affine import MAX_BITS, MIN_BITS
 from compress.quant.formats import FLOAT_FORMATS
 from compress.quant.observers import OBSERVERS
+from compress.quant.quantizers import QUANTIZERS
 
 _TAG = re.compile(r"^w(\d+)a(\d+)$")
 
@@ -160,8 +161,7 @@ class QATConfig(FitConfig):
 
     bits: list[str] = Field(default_factory=lambda: ["w8a8", "w4a4", "w2a4"],
                             description="w<2..8>a<2..16>, or w<bits> for float activations; one variant each")
-    quantizer: Literal["fixed", "lsq"] = Field("fixed", description="fixed: calibrated activation ranges, per-step min-max "
-                                               "weights | lsq: learned step sizes")
+    quantizer: str = Field("fixed", description=" | ".join(f"{k}: {q.description}" for k, q in QUANTIZERS.items()))
     calibration: str = Field("minmax", description="which calibrate method's ranges fix (fixed) or initialise (lsq) activations")
     weight_granularity: Literal["channel", "tensor"] = Field("channel", description="per output channel or per tensor weights")
     rounding: Literal["nearest", "stochastic"] = Field("nearest", description="rounding inside the fake-quant forward")
@@ -180,10 +180,18 @@ class QATConfig(FitConfig):
             raise ValueError(f"duplicate bit widths in {v}")
         return tags
 
+    @field_validator("quantizer")
+    @classmethod
+    def _quantizer(cls, v: str) -> str:
+        if v not in QUANTIZERS:  # the registry is the only source of names
+            raise ValueError(f"unknown quantizer {v!r}; allowed: {', '.join(QUANTIZERS)}")
+        return v
+
     @model_validator(mode="after")
-    def _lsq_schedule(self) -> QATConfig:
-        if self.quantizer == "lsq" and self.schedule == "onecycle":
-            self.fail("schedule", "onecycle cannot be combined with quantizer: lsq (OneCycleLR would override lsq_lr); use cosine or constant")
+    def _learned_params_schedule(self) -> QATConfig:
+        if QUANTIZERS[self.quantizer].learns_params and self.schedule == "onecycle":
+            self.fail("schedule", f"onecycle cannot be combined with quantizer: {self.quantizer} (OneCycleLR would override "
+                                  "lsq_lr); use cosine or constant")
         return self
 
     @field_validator("calibration")

@@ -192,6 +192,7 @@ def write_qat_variant(folder: Path, q: nn.Module, baseline: nn.Module, *, varian
         save_qat_packed,
         weight_bits_average,
     )
+    from compress.quant.quantizers import quantizer as get_quantizer
 
     qts, floats, acts = export_quantized(q)
     folder.mkdir(parents=True, exist_ok=True)
@@ -200,8 +201,9 @@ def write_qat_variant(folder: Path, q: nn.Module, baseline: nn.Module, *, varian
     what = f"W{wbits}A{abits if abits else 'fp'} QAT ({quantizer}, {epochs} epochs from the baseline)"
     if deploy_form(wbits, abits) == "onnxruntime-int8":
         deploy = write_int8_onnx(folder, q, baseline, x_calib, {n: (a["lo"], a["hi"]) for n, a in acts.items()})
+        note = get_quantizer(quantizer).deploy_note
         notes = (f"{what}; deployed on ONNX Runtime int8 (QDQ) with the QAT weight grid and layer-input ranges; {ORT_NOTE}"
-                 + ("; LSQ weight steps are re-derived by ORT as max|w|/127 per channel" if quantizer == "lsq" else ""))
+                 + (f"; {note}" if note else ""))
     else:  # sub-8-bit: bit-packed codes; compress.deploy builds int8 graphs from them at load
         deploy = sim
         notes = f"{what}; {wbits}-bit weight codes bit-packed; {PACKED_DEPLOY}"

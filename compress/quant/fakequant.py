@@ -15,6 +15,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -156,11 +157,22 @@ class _QuantMixin:
 
     Activation range buffers ``act_lo`` / ``act_hi`` come from calibration; when none is given
     they start as NaN and track the running min / max of the inputs seen (QAT warm-up).
-    Subclasses (e.g. LSQ) override :meth:`act_qparams` / :meth:`weight_fake_quant`.
+
+    This is also the interface of a QAT quantizer (``compress.quant.quantizers.QUANTIZERS``); a
+    subclass (e.g. LSQ) overrides what differs:
+
+    * ``quant_params``: names of the quantizer's own learned parameters (step sizes, clipping
+      values), trained in their own optimizer group without weight decay;
+    * ``quant_state``: names of every parameter / buffer that is quantizer state, not a tensor of
+      the float model (left out of the exported float tensors);
+    * :meth:`weight_fake_quant`, :meth:`input_fake_quant` (the forward), :meth:`weight_codes`
+      (the integer codes export stores) and :meth:`act_range` (the exported input range).
     """
 
     wspec: QuantSpec | None
     aspec: QuantSpec | None
+    quant_params: ClassVar[tuple[str, ...]] = ()
+    quant_state: ClassVar[tuple[str, ...]] = ("act_lo", "act_hi")
 
     def _setup(self, wspec: QuantSpec | None, aspec: QuantSpec | None, act_range: tuple[float, float] | None):
         self.wspec, self.aspec = wspec, aspec
@@ -187,6 +199,16 @@ class _QuantMixin:
                 self.act_hi.copy_(hi if torch.isnan(self.act_hi) else torch.maximum(self.act_hi, hi))
         s, z = self.act_qparams()
         return fake_quant(x, s, z, *self.aspec.qrange, self.aspec.rounding, self.generator)
+
+    def weight_codes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, QuantSpec]:
+        """(integer codes, s, z, spec) of the weight as the deployed artifact stores it: round-to-nearest
+        on the grid of the current weight (stochastic rounding is a training-time choice)."""
+        q, s, z = quantize_weight(self.weight.detach(), dataclasses.replace(self.wspec, rounding="nearest"))
+        return q, s, z, self.wspec
+
+    def act_range(self) -> tuple[float, float]:
+        """The input range (lo, hi) whose affine parameters the forward uses."""
+        return self.act_lo.item(), self.act_hi.item()
 
     def extra_repr(self) -> str:
         w = "fp" if self.wspec is None else f"w{self.wspec.bits}/{self.wspec.granularity}"

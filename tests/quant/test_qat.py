@@ -10,12 +10,11 @@ from torch import nn
 from compress.config import ConfigError, validate_params
 from compress.quant.config import parse_bits
 from compress.quant.fakequant import quantize_model
+from compress.quant.lsq import LSQLinear, lsq_fake_quant
 from compress.quant.observers import calibrate
 from compress.quant.packing import load_packed
 from compress.quant.qat import (
-    LSQLinear,
     export_quantized,
-    lsq_fake_quant,
     make_qat_optimizer,
     prepare_qat,
     qat_layers,
@@ -154,3 +153,50 @@ def test_lsq_with_onecycle_is_refused_naming_the_schedule_key():
 def test_unknown_quantizer_in_library():
     with pytest.raises(ValueError, match="qat.quantizer"):
         prepare_qat(nn.Sequential(nn.Linear(2, 2)), 4, 4, None, "pact")
+
+
+def test_a_registered_quantizer_is_accepted_trained_and_exported_through_its_interface(monkeypatch):
+    """Adding a quantizer = layer classes + one QUANTIZERS entry: config, optimizer groups and export follow."""
+    from compress.quant import quantizers
+    from compress.quant.fakequant import QConv2d, QLinear
+
+    class _Clip:  # a quantizer with one learned parameter of its own, not part of the float model
+        quant_params = ("alpha",)
+        quant_state = (*QLinear.quant_state, "alpha")
+
+        def _setup(self, wspec, aspec, act_range):
+            super()._setup(wspec, aspec, act_range)
+            self.alpha = nn.Parameter(torch.tensor(2.0))
+
+    class ClipLinear(_Clip, QLinear):
+        pass
+
+    class ClipConv2d(_Clip, QConv2d):
+        pass
+
+    monkeypatch.setitem(quantizers.QUANTIZERS, "clip", quantizers.Quantizer(ClipLinear, ClipConv2d, "test"))
+    assert validate_params({"qat": {"quantizer": "clip"}}).qat.quantizer == "clip"
+    with pytest.raises(ConfigError, match="qat.schedule"):
+        validate_params({"qat": {"quantizer": "clip", "schedule": "onecycle"}})
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    q = prepare_qat(model, 4, 8, {"1": (-1.0, 1.0)}, "clip")
+    assert isinstance(q[1], ClipLinear)
+    cfg = SimpleNamespace(optimizer="adam", lr=1e-2, weight_decay=1e-4, momentum=0.9)
+    opt = make_qat_optimizer(q, cfg, lsq_lr=5e-3)
+    assert opt.param_groups[-1]["params"] == [q[1].alpha] and opt.param_groups[-1]["lr"] == 5e-3
+    assert all(p is not q[1].alpha for p in opt.param_groups[0]["params"])
+    qts, floats, _ = export_quantized(q)
+    assert set(qts) == {"1.weight"} and set(floats) == {"1.bias"}
+
+
+def test_every_registered_quantizer_exports_codes_that_dequantize_to_its_forward_weights():
+    from compress.quant.quantizers import QUANTIZERS
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+    x = torch.randn(4, 1, 4, 4)
+    for name in QUANTIZERS:
+        q = prepare_qat(model, 4, 8, calibrate(model, x, ["minmax"])["minmax"], name).eval()
+        qts, _, _ = export_quantized(q)
+        for layer, m in qat_layers(q).items():
+            assert torch.allclose(qts[f"{layer}.weight"].dequantize(), m.weight_fake_quant().detach(), atol=1e-6), name
