@@ -22,7 +22,7 @@ import torch
 
 from compress.variants import ArtifactError, corrupt
 
-FORMATS = ("auto", "bitmask", "csr", "dense")
+SPARSE_LAYOUTS = ("auto", "bitmask", "csr", "dense")  # what save_sparse(fmt=) accepts; auto: the smaller per tensor
 
 
 def _narrow(max_value: int, unsigned_ok: bool = True) -> torch.dtype:
@@ -55,8 +55,8 @@ def _nbytes(parts: dict[str, torch.Tensor]) -> int:
 
 def encode(state: dict[str, torch.Tensor], sparse_keys: list[str], fmt: str = "auto") -> tuple[dict, dict]:
     """(tensors, layout) for ``save_sparse``; ``sparse_keys`` are the weights to compress."""
-    if fmt not in FORMATS:
-        raise ValueError(f"storage format = {fmt!r} is unknown; allowed: {', '.join(FORMATS)}")
+    if fmt not in SPARSE_LAYOUTS:
+        raise ValueError(f"sparse layout = {fmt!r} is unknown; allowed: {', '.join(SPARSE_LAYOUTS)}")
     tensors, layout = {}, {}
     for k, v in state.items():
         v = v.detach().cpu().contiguous()
@@ -95,7 +95,7 @@ def decode(tensors: dict[str, torch.Tensor], layout: dict) -> dict[str, torch.Te
                                             tensors[f"{k}::values"], size=(rows, cols), check_invariants=True)
                 out[k] = m.to_dense().view(shape)
         else:
-            raise ValueError(f"unknown storage format {fmt!r} for {k}")
+            raise ValueError(f"unknown sparse layout {fmt!r} for {k}")
     return out
 
 
@@ -128,4 +128,4 @@ def load_sparse(path: str | Path) -> dict[str, torch.Tensor]:
         raise corrupt(path, f"sparse layout: {type(e).__name__}: {e}") from None
 
 
-__all__ = ["FORMATS", "decode", "encode", "load_sparse", "save_sparse"]
+__all__ = ["SPARSE_LAYOUTS", "decode", "encode", "load_sparse", "save_sparse"]

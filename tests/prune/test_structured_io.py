@@ -4,7 +4,7 @@ import torch
 from compress.models import build_model, count_params, prunable_layers
 from compress.prune import masks as M
 from compress.prune.magnitude import prune_model
-from compress.prune.sparse_io import load_sparse, save_sparse
+from compress.prune.sparse_io import SPARSE_LAYOUTS, load_sparse, save_sparse
 from compress.prune.structured import prune_structured, shrink, unit_scores, units_of
 from compress.variants import model_spec
 
@@ -44,7 +44,7 @@ def test_structured_keeps_highest_norm_units():
         prune_structured(model, spec, 0.5, producers=["fc3"])
 
 
-@pytest.mark.parametrize("fmt", ["auto", "bitmask", "csr"])
+@pytest.mark.parametrize("fmt", [f for f in SPARSE_LAYOUTS if f != "dense"])
 def test_sparse_file_roundtrip_and_shrinks_with_sparsity(tmp_path, fmt):
     torch.manual_seed(0)
     model = build_model("lenet5", (1, 28, 28), 10)
@@ -64,3 +64,8 @@ def test_sparse_file_roundtrip_and_shrinks_with_sparsity(tmp_path, fmt):
     n = sum(v.numel() for v in state.values())
     index_bytes = n / 8 if fmt == "bitmask" else 0.5 * 4 * nnz  # bitmask bits, or <= 2-byte column indices
     assert sizes[2] < 4 * nnz + index_bytes + 4096  # values + index + header/row pointers
+
+
+def test_an_unknown_sparse_layout_is_refused_naming_the_allowed_ones(tmp_path):
+    with pytest.raises(ValueError, match="sparse layout = 'coo' is unknown; allowed: auto, bitmask, csr, dense"):
+        save_sparse({"w": torch.zeros(2, 2)}, tmp_path / "m.safetensors", ["w"], "coo")
