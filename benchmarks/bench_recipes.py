@@ -12,7 +12,6 @@ only ever look at the val split; the test split is read here for the final numbe
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -109,6 +108,8 @@ def run_one(name: str, preset: str, out: Path, data: str, seed: int, threads: in
 
 
 def main() -> None:
+    from compress.tables import write_csv
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="default")
     ap.add_argument("--recipes", nargs="*", default=None, help="default: every recipe of the preset")
@@ -144,13 +145,8 @@ def main() -> None:
     with ThreadPoolExecutor(a.parallel) as pool:  # the list order is the launch order: longest first
         results = list(pool.map(launch, names))
     total = time.perf_counter() - t0
-    with open(out / "trail.csv", "w", newline="") as f:
-        rows = [row for r in results for row in r["trail"]]
-        keys = list(dict.fromkeys(k for row in rows for k in row))
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in row.items()})
+    write_csv(out / "trail.csv", [{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in row.items()}
+                                  for r in results for row in r["trail"]])
     print("\n| recipe | model | baseline err % | artifact err % | Δ pp | int8-snapped err % | bytes | ratio | wall s | cpu s |"
           "\n|---|---|---|---|---|---|---|---|---|---|")
     for r in results:

@@ -130,7 +130,7 @@ def hawq_report(folder: str | Path, title: str, stats, plans, claim: dict, rows:
     """reports/hawq: table_vi.md (S order, each allocation, the claim), table_vi.csv, finetune.csv and the three
     figures. Returns Table VI's rows."""
     from compress.hessian import hawq
-    from stages.common import write_csv
+    from compress.tables import write_csv
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

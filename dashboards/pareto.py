@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from compress.tables import write_csv
+
 FRONTS = {  # column -> objectives (name, maximise?)
     "front_acc_size": [("accuracy", True), ("size_bytes", False)],
     "front_acc_lat_b1": [("accuracy", True), ("latency_ms_b1", False)],
@@ -115,8 +117,7 @@ def replicate_groups(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
 
 def build(df: pd.DataFrame, out_csv: str | Path) -> pd.DataFrame:
     out = mark_fronts(df)
-    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(out_csv, index=False, float_format="%.6g")
+    write_csv(out_csv, out, float_format="%.6g")
     return out
 
 

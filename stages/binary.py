@@ -10,8 +10,9 @@ from __future__ import annotations
 from compress.parallel import default_workers
 from compress.quant.binary import PROTOCOL, paper_table, paper_table_rows, train_runs
 from compress.quant.export import write_binary_variant
+from compress.tables import write_csv
 from dashboards.methods import binary_figure
-from stages.common import Stage, write_csv
+from stages.common import Stage
 
 TEST_NOTE = "test error measured on the test split by the binary stage (paper-comparison table only; the contract allows it here)"
 

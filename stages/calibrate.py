@@ -10,8 +10,9 @@ import time
 
 from compress.data import meta_summary
 from compress.quant.observers import calibrate, ranges_rows
+from compress.tables import write_csv
 from compress.train import seed_everything
-from stages.common import Stage, write_csv, write_json
+from stages.common import Stage, write_json
 from stages.pipeline import RANGES
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import math
 import subprocess
@@ -67,20 +66,6 @@ def write_json(path: str | Path, obj: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def write_csv(path: str | Path, rows: list[dict]) -> Path:
-    """Rows as CSV with the union of their keys as header (first-seen order); makes the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
     return path
 
 

@@ -13,12 +13,12 @@ the others are measured and written, then the stage exits 1 so that DVC does not
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from compress.evaluate import COLUMNS, evaluate_all, records, set_threads
+from compress.tables import write_csv
 from compress.variants import scan
 from stages.common import Stage, cpu_seconds, wall_seconds, write_json
 from stages.pipeline import VARIANTS_CSV, VARIANTS_ROOT, metrics
@@ -51,12 +51,11 @@ def main() -> None:
                 vr.log_params({"variant_model": str(row["model"]), "act_bits": str(row["act_bits"]), "engines": str(row["engines"])})
                 vr.log_metrics({k: float(row[k]) for k in LOGGED if row[k] is not None})
     df = pd.DataFrame(rows, columns=COLUMNS)
-    Path(VARIANTS_CSV).parent.mkdir(exist_ok=True)
-    df.to_csv(VARIANTS_CSV, index=False, float_format="%.6g")
+    write_csv(VARIANTS_CSV, df, float_format="%.6g")
     summary, latency = records(rows, details, meta, threads)
     write_json(metrics("summary"), summary)
     write_json(metrics("latency"), {**latency, "wall_seconds": round(wall_seconds(), 1), "cpu_seconds": round(cpu_seconds(), 1)})
-    df[["variant", "method", "accuracy", "size_bytes", "latency_ms_b1", "latency_ms_b256"]].to_csv(st.plot("variants.csv"), index=False)
+    write_csv(st.plot("variants.csv"), df[["variant", "method", "accuracy", "size_bytes", "latency_ms_b1", "latency_ms_b256"]])
     print(f"evaluate: {len(rows) - len(failures)} variants measured on {', '.join(details.get('engines', []))}, {len(failures)} failed, "
           f"on {meta['dataset']} ({threads} threads) -> {VARIANTS_CSV}")
     if failures:  # the table is written; a non-zero exit keeps DVC from caching it as a complete result

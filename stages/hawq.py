@@ -15,9 +15,10 @@ from pathlib import Path
 from compress.hessian import hawq
 from compress.quant.export import write_quant_variant
 from compress.quant.observers import calibrate
+from compress.tables import write_csv
 from compress.train import evaluate_model, seed_everything
 from dashboards.methods import hawq_report
-from stages.common import Stage, write_csv
+from stages.common import Stage
 from stages.pipeline import HAWQ_ALLOCATION, reports
 
 

@@ -18,9 +18,10 @@ from compress.hessian.hawq import calib_batches
 from compress.models import model_from_spec
 from compress.prune import obd
 from compress.prune.export import write_sparse_variant
+from compress.tables import write_csv
 from compress.train import seed_everything
 from dashboards.methods import obd_figure
-from stages.common import Stage, write_csv
+from stages.common import Stage
 from stages.pipeline import reports
 
 

@@ -13,9 +13,10 @@ from compress.evaluate import accuracy
 from compress.quant.config import check_ptq_against_calibrate
 from compress.quant.export import ptq_variants
 from compress.runtimes import load_predictor
+from compress.tables import write_csv
 from compress.train import evaluate_model, seed_everything
 from compress.variants import artifact_bytes, read_manifest
-from stages.common import Stage, write_csv
+from stages.common import Stage
 from stages.pipeline import RANGES
 
 INT8_RUNTIMES = ("onnxruntime-int8", "pt2e-inductor-int8")  # deployed val accuracy measured here too (the gap)

@@ -11,9 +11,10 @@ from compress.quant.fakequant import quantize_model
 from compress.quant.observers import read_ranges
 from compress.quant.qat import prepare_qat, train_qat
 from compress.runtimes import load_predictor
+from compress.tables import write_csv
 from compress.train import evaluate_model, seed_everything
 from compress.variants import artifact_bytes, read_manifest
-from stages.common import Stage, write_csv
+from stages.common import Stage
 from stages.pipeline import RANGES
 
 

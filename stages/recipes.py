@@ -17,8 +17,9 @@ from compress.recipes.engine import (
     validate_recipes,
 )
 from compress.recipes.report import write_recipe_variant
+from compress.tables import write_csv
 from compress.train import seed_everything
-from stages.common import Stage, write_csv
+from stages.common import Stage
 from stages.pipeline import BASELINE
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from compress.tables import write_csv
 from stages.common import Stage
 from stages.pipeline import SEARCH_FIGURES, SEARCH_TRIALS
 from studies.common import (
@@ -52,9 +53,8 @@ def main() -> None:
         summary[kind] = summarize(name, df)
         exported += export(kind, ctx, study, df, S.export_front, out, meta["dataset"], P.seed, qat)
     trials = pd.concat(frames, ignore_index=True)
-    Path(SEARCH_TRIALS).parent.mkdir(parents=True, exist_ok=True)
-    trials.to_csv(SEARCH_TRIALS, index=False, float_format="%.6g")
-    trials[["study", "kind", "trial", "accuracy", "size_bytes", "pareto"]].to_csv(st.plot("trials.csv"), index=False)
+    write_csv(SEARCH_TRIALS, trials, float_format="%.6g")
+    write_csv(st.plot("trials.csv"), trials[["study", "kind", "trial", "accuracy", "size_bytes", "pareto"]])
     st.write_metrics({"accuracy_split": "val", "sampler": S.sampler, "studies": summary, "exported_variants": exported})
     for kind, s in summary.items():
         print(f"search {kind}: {s['n_complete']} trials, front {s['front_size']}, best val acc {s['best_accuracy']:.4f}, "

@@ -13,8 +13,9 @@ from compress.quant.sr_training import (
     stagnation_demo,
     stagnation_rows,
 )
+from compress.tables import write_csv
 from dashboards.methods import sr_stagnation
-from stages.common import Stage, write_csv
+from stages.common import Stage
 
 
 def main() -> None:

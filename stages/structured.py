@@ -19,9 +19,10 @@ from compress.structured.replace import (
     replace_and_finetune,
     summary,
 )
+from compress.tables import write_csv
 from compress.train import pick_device, seed_everything
 from compress.variants import write_fp32_variant
-from stages.common import Stage, write_csv
+from stages.common import Stage
 from stages.pipeline import BASELINE
 
 

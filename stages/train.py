@@ -6,9 +6,10 @@ from pathlib import Path
 
 from compress.checkpoint import save_state_dict
 from compress.models import build_model, count_params
+from compress.tables import write_csv
 from compress.train import fit, pick_device, seed_everything
 from compress.variants import model_spec, write_fp32_variant
-from stages.common import Stage, write_csv
+from stages.common import Stage
 from stages.pipeline import BASELINE
 
 

@@ -18,6 +18,7 @@ import torch
 from compress.parallel import default_workers
 from compress.prune.imp import ModelBuilder, control_rounds, rounds_to_target, run_imp
 from compress.prune.report import claim, summarize
+from compress.tables import write_csv
 
 Data = tuple[torch.Tensor, torch.Tensor]
 NOTE = "reads the test split: test accuracy at the early-stop iteration is the paper's figure (Frankle & Carbin 2019)"
@@ -85,8 +86,8 @@ def run(C, p: Plan, train: Data, val: Data, test: Data, on_result: Callable[[dic
 def write_tables(res: Result, rounds_csv: str | Path, summary_csv: str | Path) -> None:
     """``rounds.csv``: one row per training (seed, round, kind, % remaining, early stop, iterations,
     budget hit, accuracies, seconds); ``summary.csv``: mean / std / 95 % CI / min / max over seeds."""
-    pd.DataFrame(res.rows).assign(remaining_pct=lambda d: 100 * d["remaining"]).to_csv(rounds_csv, index=False)
-    res.summary.to_csv(summary_csv, index=False, float_format="%.6g")
+    write_csv(rounds_csv, pd.DataFrame(res.rows).assign(remaining_pct=lambda d: 100 * d["remaining"]))
+    write_csv(summary_csv, res.summary, float_format="%.6g")
 
 
 def pick_ticket(res: Result, first_seed: int) -> dict:
