@@ -33,7 +33,6 @@ import copy
 import json
 import os
 import platform
-import statistics
 import subprocess
 import tempfile
 import time
@@ -46,6 +45,7 @@ import torch.nn as nn
 from compress.checkpoint import save_state_dict
 from compress.deploy.engines import resolve_runtimes
 from compress.deploy.graphs import build_graphs, deploy_predictors
+from compress.evaluate import measure_latency
 from compress.deploy.engines import DeployGraph, get_engine
 from compress.models import MLP, LeNet5, prunable_layers
 from compress.quant.observers import calibrate
@@ -209,14 +209,7 @@ def build_cells(name: str, model: nn.Module, spec: dict, x_cal: torch.Tensor, tm
 
 def median_ms(fn, x, warmup: int, repeats: int) -> float:
     with torch.inference_mode():
-        for _ in range(warmup):
-            fn(x)
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(x)
-            ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
+        return measure_latency(fn, x, warmup, repeats)["median_ms"]
 
 
 def main() -> None:

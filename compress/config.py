@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +45,16 @@ class Section(BaseModel):
         raise ValueError(f"@{field}: {msg}")
 
 
+def check_known(kind: str, value: str | list[str], allowed: Iterable[str]) -> str | list[str]:
+    """``value`` (a name or a list of names) when every name is in ``allowed`` (a registry's names, in the order
+    they are listed); otherwise the one-line error of every registry check, ``unknown <kind> 'x'; allowed: a, b``."""
+    names = list(allowed)
+    for v in [value] if isinstance(value, str) else value:
+        if v not in names:
+            raise ValueError(f"unknown {kind} {v!r}; allowed: {', '.join(names)}")
+    return value
+
+
 # --------------------------------------------------------------------------- core sections
 class DataConfig(Section):
     source: Literal["mnist", "mnist5k", "digits", "cifar10"] = Field(
@@ -75,13 +86,12 @@ class ModelConfig(Section):
     name: str = Field("lenet5", description="a name in compress.models.MODELS: lenet5 | lenet300 | mlp | resnet20 (CIFAR-10, GPU)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="constructor arguments, e.g. {hidden: [1024, 1024]} for mlp")
 
-    @model_validator(mode="after")
-    def _known(self) -> ModelConfig:
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
         from compress.models import MODELS
 
-        if self.name not in MODELS:
-            self.fail("name", f"unknown model {self.name!r}; allowed: {', '.join(sorted(MODELS))}")
-        return self
+        return check_known("model", v, sorted(MODELS))
 
 
 class FitConfig(Section):

@@ -17,6 +17,7 @@ import pandas as pd
 import seaborn as sns
 
 from dashboards.pareto import pareto_mask, replicate_groups
+from dashboards.plotting import save_figure
 
 
 def _front_line(ax, df: pd.DataFrame, x: str, y: str, mask, label: str = "Pareto front") -> None:
@@ -44,11 +45,7 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, hue: str, path: str | Path, 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if own:
-        fig.tight_layout()
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return Path(path)
+        return save_figure(fig, path, dpi=110)
     return None
 
 
@@ -70,10 +67,7 @@ def acc_vs_size(pts: pd.DataFrame, path: Path) -> Path:
     _errorbars(ax, pts, "size_bytes", "accuracy")
     ax.set_xlabel("size (bytes, log scale)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def acc_vs_latency(pts: pd.DataFrame, path: Path) -> Path:
@@ -85,10 +79,7 @@ def acc_vs_latency(pts: pd.DataFrame, path: Path) -> Path:
         _errorbars(ax, pts, x, "accuracy")
         ax.set_xlabel(f"latency at batch {b[1:]} (ms, log scale)")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def bits_heatmap(pts: pd.DataFrame, path: Path, top: int = 10) -> Path | None:
@@ -118,10 +109,7 @@ def bits_heatmap(pts: pd.DataFrame, path: Path, top: int = 10) -> Path | None:
     ax.tick_params(axis="x", labelrotation=45)
     ax.set_title("weight bits per layer: Pareto-optimal and starting trials", fontsize=10)
     ax.set_xlabel("layer")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def all_figures(pts: pd.DataFrame, out_dir: str | Path, heatmap_top: int = 10) -> list[Path]:

@@ -11,19 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from dashboards.plotting import pyplot, save_figure
 
 
 def eigen_bar(blocks: Sequence[str], lambdas: Sequence[float], traces_per_param: Sequence[float], path: str | Path) -> Path:
     """λ_i per block (log scale) with Tr(H_i)/n_i beside it."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(blocks) + 2), 3.5))
     x = np.arange(len(blocks))
     ax.bar(x - 0.2, np.abs(lambdas), 0.4, label="top eigenvalue |λ_i|")
@@ -33,15 +26,12 @@ def eigen_bar(blocks: Sequence[str], lambdas: Sequence[float], traces_per_param:
     ax.set_ylabel("curvature (log)")
     ax.set_title("HAWQ block sensitivity")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def landscapes(curves: dict[str, tuple[np.ndarray, np.ndarray]], lambdas: dict[str, float], path: str | Path) -> Path:
     """L(W_i + ε v_i) − L(W) for each block, with the quadratic model ½ λ_i ε² dashed."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, (eps, loss) in curves.items():
         base = loss[len(loss) // 2]
@@ -51,16 +41,13 @@ def landscapes(curves: dict[str, tuple[np.ndarray, np.ndarray]], lambdas: dict[s
     ax.set_ylabel("loss increase (calibration batches)")
     ax.set_title("1-D loss landscape per block (dashed: ½λε²)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def hawq_vs_uniform(rows: Sequence[dict], path: str | Path, metric: str = "val_acc") -> Path:
     """Mean ± std over seeds of ``metric`` vs average weight bits, one line per method (the HAWQ
     allocators — ``sensitivity``, ``ilp``; older rows say ``hawq`` — and ``uniform``)."""
-    plt = _plt()
+    plt = pyplot()
     groups: dict[tuple[str, float], list[float]] = defaultdict(list)
     for r in rows:
         groups[(r["method"], r["avg_bits"])].append(r[metric])
@@ -76,17 +63,13 @@ def hawq_vs_uniform(rows: Sequence[dict], path: str | Path, metric: str = "val_a
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title("HAWQ vs uniform precision (mean ± std over seeds)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def obd_figure(curve: Sequence[dict], rounds: dict[str, Sequence[dict]], path: str | Path) -> Path:
     """(a) training loss vs number of deleted weights: OBD vs magnitude, one-shot (no retraining)
     and iterative with retraining; (b) predicted (Σ saliencies) vs actual loss increase."""
-    plt = _plt()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     styles = {"obd": "-", "magnitude": "--", "obd-hutchinson-raw": "-."}
     for method in dict.fromkeys(r["method"] for r in curve):
@@ -119,10 +102,7 @@ def obd_figure(curve: Sequence[dict], rounds: dict[str, Sequence[dict]], path: s
     b.set_ylabel("actual training-loss increase (symlog)")
     b.set_title("OBD prediction vs reality")
     b.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def hawq_report(folder: str | Path, title: str, stats, plans, claim: dict, rows: Sequence[dict], results, curves: dict,
@@ -149,7 +129,7 @@ def sr_stagnation(r, fmt: str, target: float, lr: float, path: str | Path) -> Pa
     """GD on (x - target)^2 with the iterate in ``fmt``: RN stalls in its stagnation region, SR keeps going."""
     from compress.quant.formats import get_format
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     if r.region is not None:
         ax.axhspan(r.region[0], r.region[1], color="tab:red", alpha=0.12,
@@ -164,10 +144,7 @@ def sr_stagnation(r, fmt: str, target: float, lr: float, path: str | Path) -> Pa
     ax.set_ylabel("iterate x_k")
     ax.set_title(f"GD on (x - {target:g})^2 in {fmt} (u = 2^{-get_format(fmt).t}), lr = {lr}")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def lottery_figure(summary, path: str | Path, title: str = "") -> Path:
@@ -176,7 +153,7 @@ def lottery_figure(summary, path: str | Path, title: str = "") -> Path:
 
     from compress.prune.report import KINDS
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for kind, label in KINDS.items():
         d = summary[summary["kind"] == kind].sort_values("remaining_pct")
@@ -197,17 +174,12 @@ def lottery_figure(summary, path: str | Path, title: str = "") -> Path:
     axes[1].legend(loc="lower left", fontsize=8)
     n = int(summary["n_seeds"].max())
     fig.suptitle(f"{title} — mean over {n} seeds, band = min..max; reads the test split (paper figure)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def binary_figure(table: dict, epochs: int, path: str | Path) -> Path:
     """BinaryConnect test error per method, ours (mean ± std over seeds) beside the paper's Table 2."""
-    plt = _plt()
+    plt = pyplot()
     labels = list(table)
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
@@ -218,7 +190,4 @@ def binary_figure(table: dict, epochs: int, path: str | Path) -> Path:
     ax.set_ylabel("MNIST test error (%)")
     ax.set_title("BinaryConnect, permutation-invariant MNIST (test split)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from compress.config import Section
+from compress.config import Section, check_known
 
 SAMPLERS = ("nsga2", "tpe", "random")
 STUDY_MODULES = {"bits": "studies.bits", "sparsity": "studies.sparsity", "joint": "studies.joint"}  # kind -> build_spec
@@ -67,10 +67,7 @@ class SearchConfig(Section):
     @field_validator("studies")
     @classmethod
     def _kinds(cls, v: list[str]) -> list[str]:
-        bad = [k for k in v if k not in STUDY_MODULES]
-        if bad:
-            raise ValueError(f"unknown study {bad[0]!r}; allowed: {', '.join(STUDY_MODULES)}")
-        return v
+        return check_known("study", v, STUDY_MODULES)
 
     @field_validator("n_trials")
     @classmethod
@@ -82,9 +79,7 @@ class SearchConfig(Section):
     @field_validator("sampler")
     @classmethod
     def _sampler(cls, v: str) -> str:
-        if v not in SAMPLERS:
-            raise ValueError(f"unknown sampler; allowed: {', '.join(SAMPLERS)}")
-        return v
+        return check_known("sampler", v, SAMPLERS)
 
     @field_validator("weight_bits", "joint_weight_bits")
     @classmethod

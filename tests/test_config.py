@@ -70,3 +70,18 @@ def test_tiny_e2e_params_are_valid():
     from tests.tiny_params import tiny_params
 
     validate_params(tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text()), "sqlite:///x.db"))
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"qat": {"calibration": "median"}}, "qat.calibration = 'median' is invalid: unknown calibration method 'median'; "
+                                         "allowed: minmax, moving_average_minmax, percentile, mse, kl"),
+    ({"qat": {"quantizer": "pact"}}, "qat.quantizer = 'pact' is invalid: unknown quantizer 'pact'; allowed: fixed, lsq"),
+    ({"search": {"sampler": "grid"}}, "search.sampler = 'grid' is invalid: unknown sampler 'grid'; allowed: nsga2, tpe, random"),
+    ({"lottery": {"model": "vgg"}}, "lottery.model = 'vgg' is invalid: unknown model 'vgg'; allowed: lenet300, lenet5"),
+    ({"hawq": {"compare_allocators": ["ilp", "greedy"]}}, "unknown allocator 'greedy'; allowed: sensitivity, ilp"),
+    ({"obd": {"negative": "zero"}}, "obd.negative = 'zero' is invalid: unknown rule 'zero'; allowed: posterior, clamp"),
+])
+def test_a_name_missing_from_its_registry_gives_the_same_one_line_everywhere(raw, needle):
+    with pytest.raises(ConfigError) as e:
+        validate_params(raw)
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)

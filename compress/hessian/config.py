@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from compress.config import FitConfig, Section
+from compress.config import FitConfig, Section, check_known
 
 
 class ProbeConfig(Section):
@@ -98,19 +98,14 @@ class HawqConfig(Section):
             ALLOCATORS,  # the registry is the only source of names
         )
 
-        if v not in ALLOCATORS:
-            raise ValueError(f"unknown allocator {v!r}; allowed: {', '.join(ALLOCATORS)}")
-        return v
+        return check_known("allocator", v, ALLOCATORS)
 
     @field_validator("compare_allocators")
     @classmethod
     def _compare(cls, v: list[str]) -> list[str]:
         from compress.hessian.hawq import ALLOCATORS
 
-        bad = [a for a in v if a not in ALLOCATORS]
-        if bad:
-            raise ValueError(f"unknown allocator {bad[0]!r}; allowed: {', '.join(ALLOCATORS)}")
-        return v
+        return check_known("allocator", v, ALLOCATORS)
 
     @field_validator("uniform_bits")
     @classmethod
@@ -151,9 +146,7 @@ class ObdConfig(Section):
     def _negative(cls, v: str) -> str:
         from compress.prune.obd import NEGATIVE
 
-        if v not in NEGATIVE:
-            raise ValueError(f"unknown rule {v!r}; allowed: {', '.join(NEGATIVE)}")
-        return v
+        return check_known("rule", v, NEGATIVE)
 
 
 SECTIONS = {"hawq": HawqConfig, "obd": ObdConfig}

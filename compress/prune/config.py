@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from compress.config import FitConfig, Section
+from compress.config import FitConfig, Section, check_known
 
 
 def _sparsity(v: float) -> float:
@@ -53,9 +53,7 @@ class PruneVariant(Section):
             SCORES,  # the registry is the only source of criterion names
         )
 
-        if v != "structured" and v not in SCORES:
-            raise ValueError(f"unknown pruning method {v!r}; allowed: {', '.join([*SCORES, 'structured'])}")
-        return v
+        return check_known("pruning method", v, [*SCORES, "structured"])
 
     @model_validator(mode="after")
     def _consistent(self) -> PruneVariant:
@@ -151,9 +149,7 @@ class LotteryConfig(Section):
     def _model(cls, v: str) -> str:
         from compress.models import MODELS
 
-        if v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; allowed: {sorted(MODELS)}")
-        return v
+        return check_known("model", v, sorted(MODELS))
 
     @model_validator(mode="after")
     def _schedule(self) -> LotteryConfig:

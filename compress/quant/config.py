@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from compress.config import FitConfig, Section
+from compress.config import FitConfig, Section, check_known
 from compress.quant.affine import MAX_BITS, MIN_BITS
 from compress.quant.formats import FLOAT_FORMATS
 from compress.quant.observers import OBSERVERS
@@ -36,9 +36,7 @@ def parse_tag(tag: str) -> tuple[int, int]:
 def _methods(v: list[str]) -> list[str]:
     if not v:
         raise ValueError(f"list is empty; allowed observers: {', '.join(OBSERVERS)}")
-    bad = [m for m in v if m not in OBSERVERS]
-    if bad:
-        raise ValueError(f"unknown observer {bad[0]!r}; allowed: {', '.join(OBSERVERS)}")
+    check_known("observer", v, OBSERVERS)
     if len(set(v)) != len(v):
         raise ValueError("observers listed twice")
     return v
@@ -98,11 +96,7 @@ class PTQConfig(Section):
     @field_validator("ort_methods", "pt2e_methods")
     @classmethod
     def _deploy_methods(cls, v):
-        if v:
-            bad = [m for m in v if m not in OBSERVERS]
-            if bad:
-                raise ValueError(f"unknown observer {bad[0]!r}; allowed: {', '.join(OBSERVERS)}")
-        return v
+        return check_known("observer", v, OBSERVERS) if v else v
 
     @field_validator("bits")
     @classmethod
@@ -116,10 +110,7 @@ class PTQConfig(Section):
     @field_validator("floats")
     @classmethod
     def _floats(cls, v: list[str]) -> list[str]:
-        bad = [f for f in v if f not in FLOAT_FORMATS or f == "fp32"]
-        if bad:
-            raise ValueError(f"unknown float format {bad[0]!r}; allowed: {', '.join(f for f in FLOAT_FORMATS if f != 'fp32')}")
-        return v
+        return check_known("float format", v, [f for f in FLOAT_FORMATS if f != "fp32"])
 
 
 def check_ptq_against_calibrate(ptq: PTQConfig, cal: CalibrateConfig, source: str = "params.yaml") -> None:
@@ -183,9 +174,7 @@ class QATConfig(FitConfig):
     @field_validator("quantizer")
     @classmethod
     def _quantizer(cls, v: str) -> str:
-        if v not in QUANTIZERS:  # the registry is the only source of names
-            raise ValueError(f"unknown quantizer {v!r}; allowed: {', '.join(QUANTIZERS)}")
-        return v
+        return check_known("quantizer", v, QUANTIZERS)  # the registry is the only source of names
 
     @model_validator(mode="after")
     def _learned_params_schedule(self) -> QATConfig:
@@ -197,13 +186,7 @@ class QATConfig(FitConfig):
     @field_validator("calibration")
     @classmethod
     def _calibration(cls, v: str) -> str:
-        try:
-            from compress.quant.observers import OBSERVERS
-        except ImportError:  # quant core not installed: the stage checks the ranges file instead
-            return v
-        if v not in OBSERVERS:
-            raise ValueError(f"unknown calibration method; allowed: {sorted(OBSERVERS)}")
-        return v
+        return check_known("calibration method", v, OBSERVERS)
 
 
 class BinaryConfig(FitConfig):
@@ -276,13 +259,7 @@ class SRTrainConfig(Section):
 
 
 def _check_format(v: str) -> str:
-    try:
-        from compress.quant.formats import FLOAT_FORMATS
-    except ImportError:
-        return v
-    if v not in FLOAT_FORMATS:
-        raise ValueError(f"unknown float format; allowed: {sorted(FLOAT_FORMATS)}")
-    return v
+    return check_known("float format", v, FLOAT_FORMATS)
 
 
 class SRConfig(Section):

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from compress.config import FitConfig, Section
+from compress.config import FitConfig, Section, check_known
 
 # The dense models the stage can start from: (registry name, kwargs).  "baseline" = models/baseline.
 REFERENCE_MODELS: dict[str, tuple[str, dict]] = {
@@ -44,9 +44,7 @@ class StructuredConfig(Section):
             STRUCTURE_MODULES,  # the registry is the only source of names
         )
 
-        if v not in STRUCTURE_MODULES:
-            raise ValueError(f"unknown structure {v!r}; allowed: {', '.join(STRUCTURE_MODULES)}")
-        return v
+        return check_known("structure", v, STRUCTURE_MODULES)
 
     @field_validator("nblocks", mode="before")
     @classmethod
