@@ -191,3 +191,22 @@ def binary_figure(table: dict, epochs: int, path: str | Path) -> Path:
     ax.set_title("BinaryConnect, permutation-invariant MNIST (test split)")
     ax.legend()
     return save_figure(fig, path, dpi=120)
+
+
+def recipe_trails(rows: list[dict], path: str | Path, title: str = "Recipe trails: size and validation accuracy after each step") -> Path:
+    """One line per recipe: bytes (log scale) against validation accuracy, one marker per step."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in dict.fromkeys(r["recipe"] for r in rows):
+        rr = [r for r in rows if r["recipe"] == name]
+        ax.plot([r["size_bytes"] for r in rr], [100 * r["val_acc"] for r in rr], marker="o", label=name)
+        for r in rr:
+            ax.annotate(r["step"], (r["size_bytes"], 100 * r["val_acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("artifact bytes after the step (log)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path, dpi=120)

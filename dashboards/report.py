@@ -811,13 +811,13 @@ def collect_trails(folder: str | Path) -> tuple[pd.DataFrame, dict[str, list[Pat
 
 def recipe_trails(trails: pd.DataFrame | None, path: Path) -> Path | None:
     """``recipe_trails.png``: every recipe's trail (plots/recipes/*/trail.csv rows: recipe, step, size_bytes, val_acc)
-    in one figure, drawn by the recipes library's :func:`compress.recipes.report.plot_trail`; None when there are none.
+    in one figure, drawn by :func:`dashboards.methods.recipe_trails`; None when there are none.
     (Here rather than in dashboards.figures, which the search stage imports: its deps stay free of the recipes.)"""
     if trails is None or trails.empty or not {"recipe", "step", "size_bytes", "val_acc"} <= set(trails.columns):
         return None
-    from compress.recipes.report import plot_trail
+    from dashboards.methods import recipe_trails
 
-    return plot_trail(trails.to_dict("records"), path)
+    return recipe_trails(trails.to_dict("records"), path)
 
 
 def find_plots(globs: list[str], exclude: Path) -> list[Path]:

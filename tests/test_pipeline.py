@@ -77,3 +77,15 @@ def test_declared_outputs_are_distinct():
     paths = [o.path for s in pipeline.STAGES.values() for o in s.outs] + [m for s in pipeline.STAGES.values() for m in s.metrics]
     assert len(paths) == len(set(paths))
     assert all(Path(p).parts[0] not in ("compress", "stages", "studies", "dashboards") for p in paths)
+
+
+def test_the_library_draws_nothing():
+    """compress/ imports no plotting (figures are dashboards/'s) and no DVC / MLflow / Optuna (stages' and studies')."""
+    banned = {"matplotlib", "seaborn", "dvc", "mlflow", "optuna", "stages", "dashboards", "studies"}
+    found = []
+    for path in sorted((ROOT / "compress").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in banned]
+    assert not found, found

@@ -45,32 +45,4 @@ def write_recipe_variant(folder: str | Path, res: RecipeResult, *, variant: str,
     return write_variant(folder, recipe_manifest(res, variant=variant, stage=stage, dataset=dataset, seed=seed))
 
 
-def plot_trail(rows: list[dict], path: str | Path, title: str = "Recipe trails: size and validation accuracy after each step"):
-    """One line per recipe: bytes (log scale) against validation accuracy, one marker per step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(r["recipe"] for r in rows):
-        rr = [r for r in rows if r["recipe"] == name]
-        ax.plot([r["size_bytes"] for r in rr], [100 * r["val_acc"] for r in rr], marker="o", label=name)
-        for r in rr:
-            ax.annotate(r["step"], (r["size_bytes"], 100 * r["val_acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("artifact bytes after the step (log)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-__all__ = ["ARTIFACT", "plot_trail", "recipe_manifest", "write_recipe_variant"]
+__all__ = ["ARTIFACT", "recipe_manifest", "write_recipe_variant"]

@@ -74,14 +74,15 @@ def test_recipe_artifact_reloads_through_its_runtime_with_the_reported_accuracy(
     assert rows[1]["size_bytes"] > rows[2]["size_bytes"] > rows[4]["size_bytes"]  # prune -> quantize -> coding
     assert all(set(row) >= {"size_bytes", "val_acc", "seconds"} for row in rows)
     # the stage's part: write the file + manifest; the runtime decodes it at load
-    from compress.recipes.report import plot_trail, write_recipe_variant
+    from compress.recipes.report import write_recipe_variant
+    from dashboards.methods import recipe_trails
     from compress.variants import read_manifest
 
     write_recipe_variant(tmp_path, res, variant="recipe-tiny", stage="recipes", dataset="digits", seed=0)
     man = read_manifest(tmp_path)
     assert man.deploy.runtime == "recipe-decoded" and man.extra["ratio"] == res.summary["ratio"]
     assert artifact_bytes(tmp_path, man.deploy) == res.summary["size_bytes"] == len(res.artifact)
-    assert plot_trail(rows, tmp_path / "trail.png").stat().st_size > 0
+    assert recipe_trails(rows, tmp_path / "trail.png").stat().st_size > 0
     predict = load_predictor(tmp_path, man)
     acc = float((predict(val[0]).argmax(1) == val[1]).double().mean())
     assert acc == pytest.approx(res.summary["val_acc"], abs=1e-12)
