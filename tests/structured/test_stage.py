@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,7 +131,10 @@ def test_aim_on_full_mnist(tmp_path_factory, tmp_path, monkeypatch, mnist_root):
     root = str(mnist_root)
     prepared = tmp_path_factory.mktemp("mnist")
     save_prepared(prepare(DataConfig(source="mnist", root=root, download=False, offline_fallback=None), seed=0), prepared)
-    params = {"seed": 0, "data": {"source": "mnist", "root": root}, "tracking": {"enabled": False}}
+    # the project's default run: params.yaml's fit and structured sections (overrides of the typed defaults)
+    repo = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    params = {"seed": 0, "data": {"source": "mnist", "root": root}, "tracking": {"enabled": False},
+              **{k: repo[k] for k in ("fit", "structured") if repo.get(k)}}
     project_layout(tmp_path, prepared=prepared)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
