@@ -166,6 +166,11 @@ def cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def timings() -> dict[str, float]:
+    """``wall_seconds`` and ``cpu_seconds`` of this stage so far, as every metrics file records them."""
+    return {"wall_seconds": round(wall_seconds(), 1), "cpu_seconds": round(cpu_seconds(), 1)}
+
+
 class Stage:
     """One run of a pipeline stage: ``P`` (validated params), ``meta`` (the dataset actually used), and the
     stage's declaration in :mod:`stages.pipeline` (params sections logged to MLflow)."""
@@ -279,5 +284,4 @@ class Stage:
         finished workers; the report sums them per stage)."""
         path = self._declared(pipeline.STAGES[self.name].metrics[0]) if self.item is not None else pipeline.metrics(name or self.name)
         return write_json(path,
-                          {**self.dataset_fields(), **obj, "wall_seconds": round(wall_seconds(), 1),
-                           "cpu_seconds": round(cpu_seconds(), 1)})
+                          {**self.dataset_fields(), **obj, **timings()})

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from compress.evaluate import COLUMNS, evaluate_all, records, set_threads
 from compress.tables import write_csv
 from compress.variants import scan
-from stages.common import Stage, cpu_seconds, wall_seconds, write_json
+from stages.common import Stage, timings, write_json
 from stages.pipeline import VARIANTS_CSV, VARIANTS_ROOT, metrics
 
 LOGGED = ["accuracy", "accuracy_sim", "size_bytes", "latency_ms_b1", "latency_ms_b256", "params", "avg_weight_bits", "sparsity",
@@ -54,7 +54,7 @@ def main() -> None:
     write_csv(VARIANTS_CSV, df, float_format="%.6g")
     summary, latency = records(rows, details, meta, threads)
     write_json(metrics("summary"), summary)
-    write_json(metrics("latency"), {**latency, "wall_seconds": round(wall_seconds(), 1), "cpu_seconds": round(cpu_seconds(), 1)})
+    write_json(metrics("latency"), {**latency, **timings()})
     write_csv(st.plot("variants.csv"), df[["variant", "method", "accuracy", "size_bytes", "latency_ms_b1", "latency_ms_b256"]])
     print(f"evaluate: {len(rows) - len(failures)} variants measured on {', '.join(details.get('engines', []))}, {len(failures)} failed, "
           f"on {meta['dataset']} ({threads} threads) -> {VARIANTS_CSV}")

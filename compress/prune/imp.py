@@ -59,17 +59,24 @@ CONTROLS = ("reinit", "random_mask")
 # is clear (0.75 pp there vs 0.43 pp at 8.7 %, where the control trains to iteration ~7,000).
 # ``PAPER``: 50,000 iterations per training, the early-stop iteration the minimum over all of them
 # (no patience), both controls at every level, 5 seeds as the paper's figures.
+def _trainer(preset: str) -> dict[str, Any]:
+    """A ``lottery.preset``'s training knobs (compress.prune.config.PRESETS, the one place they are written)."""
+    from compress.prune.config import PRESETS
+
+    p = PRESETS[preset]
+    return {"batch_size": p["batch_size"], "optimizer": p["optimizer"], "lr": p["lr"], "weight_decay": 0.0,
+            "eval_every": p["eval_every"], "max_iterations": p["iterations"], "patience": p["patience"]}
+
+
 DEFAULT: dict[str, Any] = {
     "seeds": [0, 1, 2], "rate": 0.2, "output_rate": 0.1, "target_remaining": 0.036,
     "controls_at": {"reinit": [0.056]},
-    "trainer": {"batch_size": 60, "optimizer": "adam", "lr": 1.2e-3, "weight_decay": 0.0, "eval_every": 100,
-                "max_iterations": 20_000, "patience": 2_000},
+    "trainer": _trainer("default"),
 }
 PAPER: dict[str, Any] = {
     "seeds": [0, 1, 2, 3, 4], "rate": 0.2, "output_rate": 0.1, "target_remaining": 0.036,
     "controls_at": {"reinit": None, "random_mask": None},
-    "trainer": {"batch_size": 60, "optimizer": "adam", "lr": 1.2e-3, "weight_decay": 0.0, "eval_every": 100,
-                "max_iterations": 50_000, "patience": None},
+    "trainer": _trainer("paper"),
 }
 
 
