@@ -12,5 +12,7 @@ dependencies are generated from those imports).
 
     from compress.deploy.measure import evaluate_deployed, measure_variant
     res = measure_variant(folder, manifest, test_x, test_y, runtimes=["onnxruntime", "openvino"])
-    out = evaluate_deployed(discover("variants"), test_x, test_y, runtimes=None)   # the evaluate stage
+    out = evaluate_deployed(discover("variants"), test_x, test_y, runtimes=None)   # every variant, raw results
+(the evaluate stage uses :func:`compress.evaluate.evaluate_all`: the same measurement with one-line
+error rows for artifacts that cannot be measured, and the variants-table columns)
 """
