@@ -151,11 +151,9 @@ def failed_row(variant: str, stage: str, error: str, manifest: Manifest | None =
     """The table row of a variant that could not be measured: what the manifest says (when it
     could be read), no measurements, and ``error``: the one-line reason."""
     row = {c: None for c in COLUMNS}
-    row.update(variant=variant, stage=stage, error=error)
     if manifest is not None:
-        row.update(method=manifest.method, model=manifest.model.get("name"), dataset=manifest.dataset, seed=manifest.seed,
-                   avg_weight_bits=manifest.avg_weight_bits, act_bits=manifest.act_bits, sparsity=manifest.sparsity,
-                   params=manifest.params, runtime=manifest.deploy.runtime, notes=manifest.notes)
+        row.update(_manifest_columns(manifest), runtime=manifest.deploy.runtime)
+    row.update(variant=variant, stage=stage, error=error)
     return row
 
 
