@@ -162,10 +162,9 @@ class EvaluateConfig(Section):
         from compress.deploy.engines import ENGINES
 
         if v is not None:
-            unknown = [n for n in v if n not in ENGINES]
-            if unknown or not v or len(set(v)) != len(v):
-                raise ValueError(f"must be null or a non-empty list of distinct deploy engines from {', '.join(ENGINES)}"
-                                 + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+            check_known("deploy engine", v, ENGINES)
+            if not v or len(set(v)) != len(v):
+                raise ValueError(f"must be null or a non-empty list of distinct deploy engines from {', '.join(ENGINES)}")
         return v
 
     @model_validator(mode="after")

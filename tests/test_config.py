@@ -29,6 +29,9 @@ def test_repo_params_yaml_is_valid():
      "recipes.r.steps[1].bits = 12"),
     ({"recipes": {"r": {"model": "lenet300", "steps": [{"step": "squeeze"}]}}}, "recipes.r.steps[0].step = 'squeeze' is unknown"),
     ({"recipes": {"R 1": {"model": "lenet300", "steps": []}}}, "recipes.R 1: a recipe name must match"),
+    ({"evaluate": {"runtimes": ["onnxruntime", "tvm"]}}, "unknown deploy engine 'tvm'; allowed: torch-eager"),
+    ({"evaluate": {"runtimes": ["onnxruntime", "onnxruntime"]}}, "evaluate.runtimes"),
+    ({"evaluate": {"max_repeats": 2, "min_repeats": 5}}, "evaluate.max_repeats"),
 ])
 def test_bad_values_give_one_line_naming_the_key(raw, needle):
     with pytest.raises(ConfigError) as e:
