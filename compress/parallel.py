@@ -10,6 +10,10 @@ machine's core count or the order in which workers pick jobs.  Two ways to fan o
   a pipe.  For short jobs on data the parent already holds (variant fine-tunes, OBD rounds).
   Forked workers run one torch thread each: GNU OpenMP hangs in a child forked after the parent
   used a parallel region if the child opens one, so ``threads > 1`` needs ``workers = 1``.
+  Once a process has run ``torch.compile`` (the PT2E and torch-compile deploy engines do), autograd
+  refuses to run in its forked children ("Unable to handle autograd's threading in combination
+  with fork-based multiprocessing"); ``map_jobs`` probes for that with one tiny forked backward and
+  then runs the jobs inline, in order, with a warning: same results, one core.
 * ``executor(workers, threads, initializer, initargs)`` returns a ``concurrent.futures`` executor
   of ``spawn``ed processes (no fork hazards, any thread count), or an in-process stand-in for
   ``workers <= 1``.  For long trainings (lottery rounds, BinaryConnect runs) whose datasets travel
@@ -21,7 +25,9 @@ bit-identical whether it ran inline or in a pool.  ``default_workers(n)``: one w
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any
@@ -37,6 +43,26 @@ def _run(i: int) -> tuple[int, Any, float, float]:
     c0, w0 = time.process_time(), time.perf_counter()
     out = fn(items[i])
     return i, out, time.process_time() - c0, time.perf_counter() - w0
+
+
+def _probe_child() -> None:
+    torch.set_num_threads(1)
+    x = torch.ones(2, requires_grad=True)
+    (x * 2).sum().backward()
+
+
+def fork_autograd_ok() -> bool:
+    """Whether a child forked now can run autograd (False after ``torch.compile`` in this process)."""
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit status only, never return into the caller's code
+        code = 1
+        try:
+            _probe_child()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, threads: int = 1,
@@ -59,6 +85,11 @@ def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, t
     saved = torch.get_num_threads()
     _JOB = (fn, list(items), int(threads))
     results: list[Any] = [None] * len(items)
+    if workers > 1 and len(items) > 1 and not fork_autograd_ok():
+        warnings.warn(f"map_jobs: autograd cannot run in forked workers of this process (it ran torch.compile "
+                      f"earlier); running {len(items)} jobs inline on one process instead of {workers} workers",
+                      RuntimeWarning, stacklevel=2)
+        workers = 1
     try:
         if workers == 1 or len(items) <= 1:
             for i in range(len(items)):
@@ -132,4 +163,4 @@ def default_workers(n_tasks: int, cap: int | None = None) -> int:
     return max(1, min(cores, n_tasks, cap or cores))
 
 
-__all__ = ["InProcess", "default_workers", "executor", "map_jobs"]
+__all__ = ["InProcess", "default_workers", "executor", "fork_autograd_ok", "map_jobs"]

@@ -77,3 +77,32 @@ def test_drop_claim():
     assert c["holds"] and c["drop_pp"] == pytest.approx(0.21)
     assert not drop_claim(0.9926, 0.9890, 0.9)["holds"]  # 0.36 pp
     assert not drop_claim(0.9926, 0.9926, 0.8)["holds"]  # not sparse enough
+
+
+def test_map_jobs_runs_inline_with_a_warning_once_torch_compile_poisoned_forked_autograd():
+    # In its own interpreter: after torch.compile, autograd refuses to run in forked children
+    # (the CI failure of the HAWQ slow test, which ran after the PT2E engine tests).
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import warnings, torch
+        from compress.parallel import fork_autograd_ok, map_jobs
+        def grad(k):
+            x = torch.full((3,), float(k), requires_grad=True)
+            (x * x).sum().backward()
+            return x.grad.tolist()
+        assert fork_autograd_ok()
+        assert map_jobs(grad, [1, 2], workers=2) == [[2.0] * 3, [4.0] * 3]
+        torch.compile(torch.nn.Linear(4, 4))(torch.randn(2, 4))
+        print("ok after compile:", fork_autograd_ok())
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            assert map_jobs(grad, [1, 2], workers=2) == [[2.0] * 3, [4.0] * 3]
+        print("warned:", [str(m.message) for m in w if issubclass(m.category, RuntimeWarning)])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ok after compile: False" in out.stdout
+    assert "running 2 jobs inline on one process instead of 2 workers" in out.stdout
