@@ -150,6 +150,9 @@ def enrich(v: pd.DataFrame, base: pd.Series | None) -> pd.DataFrame:
     ref = pd.DataFrame(np.nan, index=v.index, columns=cols)
     for i, row in v.iterrows():
         own = refs[refs["stage"] == row["stage"]] if "stage" in v else refs.iloc[0:0]
+        if len(own) > 1 and "model" in v:  # several references in one stage (recipes): the same model's
+            same = own[own["model"] == row.get("model")]
+            own = same if not same.empty else own
         if not own.empty:
             ref.loc[i] = own.iloc[0][cols].astype(float).values
         elif row.get("model") == base.get("model"):
@@ -495,6 +498,17 @@ def single_method_best(v: pd.DataFrame, model: str, within: float = 0.01) -> pd.
     return None if s.empty else s.loc[s["size_bytes"].idxmin()]
 
 
+def target_verdict(ratio: float, base_acc: float, acc: float, min_ratio: float, max_err_pp: float) -> str:
+    """Whether a recipe is at least ``min_ratio``× smaller with a test error at most ``max_err_pp`` above its
+    fp32 baseline's (both accuracies measured by evaluate on the test split)."""
+    if pd.isna(base_acc) or pd.isna(acc):
+        return f"Target ≥ {min_ratio:g}× within +{max_err_pp:g} pp test error: not checked (no test accuracy of the baseline or artifact)."
+    d = 100 * (base_acc - acc)  # test error increase, pp
+    ok = ratio >= min_ratio and d <= max_err_pp + 1e-9
+    return (f"Target ≥ {min_ratio:g}× within +{max_err_pp:g} pp test error: **{'met' if ok else 'not met'}** "
+            f"({ratio:.1f}×, {d:+.2f} pp).")
+
+
 def recipes_section(v: pd.DataFrame, recipes: dict[str, dict], trails: pd.DataFrame | None, figures: dict[str, str],
                     trail_links: dict[str, list[str]], base: pd.Series | None, pareto: pd.DataFrame | None = None,
                     baseline_dir: str = "models/baseline") -> list[str]:
@@ -513,8 +527,11 @@ def recipes_section(v: pd.DataFrame, recipes: dict[str, dict], trails: pd.DataFr
         steps = (" → ".join(trails.loc[(trails["recipe"] == name) & (trails["step"] != "baseline"), "step"].astype(str))
                  if trails is not None and len(trails) and "recipe" in trails else "")
         test_acc = row["accuracy"] if row is not None and "accuracy" in row else np.nan
-        base_test = np.nan  # the dense baseline's test accuracy is known when it is the train stage's (a variant)
-        if base is not None and str(m.get("baseline")) == baseline_dir and model == str(base["model"]):
+        base_test = np.nan  # the dense baseline's test accuracy: its variant recipe-<name>-fp32, else the train stage's
+        ref = by.loc[f"{vname}-fp32"] if f"{vname}-fp32" in by.index else None
+        if ref is not None and not pd.isna(ref["accuracy"]):
+            base_test = ref["accuracy"]
+        elif base is not None and str(m.get("baseline")) == baseline_dir and model == str(base["model"]):
             base_test = base["accuracy"]
         err = lambda a: "n/a" if pd.isna(a) else f"{(1 - a) * 100:.2f}%"
         rows.append({"recipe": name, "model": model, "steps": steps or "?",
@@ -525,7 +542,8 @@ def recipes_section(v: pd.DataFrame, recipes: dict[str, dict], trails: pd.DataFr
                      "× smaller": f"{m['ratio']:.1f}×" if m.get("ratio") else "n/a",
                      "val acc fp32 → artifact": f"{_pct(m.get('baseline_val_acc'))} → {_pct(m.get('val_acc'))} "
                                                 f"({_pp(m['val_acc'] - m['baseline_val_acc']) if m.get('val_acc') is not None and m.get('baseline_val_acc') is not None else 'n/a'})",
-                     "test error fp32 → artifact": f"{err(base_test)} → {err(test_acc)}",
+                     "test error fp32 → artifact": f"{err(base_test)} → {err(test_acc)}" + (
+                         "" if pd.isna(base_test) or pd.isna(test_acc) else f" ({_pp(base_test - test_acc)})"),
                      "sparsity": f"{m['sparsity']:.1%}" if m.get("sparsity") is not None else "n/a"})
         if row is not None and isinstance(row.get("error"), str) and row["error"].strip():
             notes.append(f"`{vname}` could not be measured by evaluate, so it has no test accuracy: {row['error']}")
@@ -543,7 +561,7 @@ def recipes_section(v: pd.DataFrame, recipes: dict[str, dict], trails: pd.DataFr
                 notes.append(f"`{name}` ({dc['network']}): {m['ratio']:.1f}× smaller vs Deep Compression's published {dc['ratio']}× "
                              f"({'at least the published ratio' if m['ratio'] >= dc['ratio'] else 'below the published ratio'}); "
                              f"test error {err(test_acc)} (fp32 {err(base_test)}) vs the published {dc['err_pct']:.2f}% "
-                             f"(fp32 {dc['err_fp32_pct']:.2f}%).")
+                             f"(fp32 {dc['err_fp32_pct']:.2f}%). {target_verdict(m['ratio'], base_test, test_acc, dc['ratio'], 0.1)}")
     L = ["## Compression recipes (prune → quantize → encode chains)", "",
          "Each recipe chains library steps on one model and writes one artifact (`variants/recipes/recipe-<name>`); sizes are "
          "its bytes on disk against the fp32 state dict of its own dense baseline, validation accuracies are the recipe "

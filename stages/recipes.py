@@ -3,7 +3,9 @@
 A recipe chains steps of the library on one model (prune -> quantize / trained weight sharing -> finetune ->
 encode, and monarch): its own fp32 baseline is trained first (or the train stage's, ``baseline.source: train``),
 then every step runs and reports a trail row (artifact bytes, validation accuracy, seconds), as in Deep
-Compression's tables. Writes the final artifact (it loads back; its bytes are size_bytes), the trail
+Compression's tables. Writes the final artifact (it loads back; its bytes are size_bytes), the dense fp32
+baseline it started from as variant recipe-<name>-fp32 (evaluate measures its test accuracy: the reference
+of the recipe's accuracy and size targets; with ``baseline.source: train`` the train stage's weights), the trail
 (plots/recipes/<name>/trail.csv) and metrics/recipes/<name>.json. Every recipe is validated before any training.
 
     python -m stages.recipes <name> [--params params.yaml]
@@ -19,6 +21,7 @@ from compress.recipes.engine import (
 from compress.recipes.report import write_recipe_variant
 from compress.tables import write_csv
 from compress.train import seed_everything
+from compress.variants import write_fp32_variant
 from stages.common import Stage
 from stages.pipeline import BASELINE
 
@@ -43,6 +46,10 @@ def main() -> None:
                              {k: r[k] for k in ("size_bytes", "ratio", "val_acc", "seconds")}, step=r["index"]))
         write_recipe_variant(st.item_out(f"recipe-{name}"), res, variant=f"recipe-{name}", stage="recipes",
                              dataset=meta["dataset"], seed=P.seed)
+        origin = "trained by this stage" if info["source"] == "trained" else f"the train stage's {info['source']}"
+        write_fp32_variant(st.item_out(f"recipe-{name}-fp32"), base, variant=f"recipe-{name}-fp32", stage="recipes",
+                           method="baseline", spec=res.spec, dataset=meta["dataset"], seed=P.seed,
+                           notes=f"dense fp32 baseline of recipe {name} ({origin}): the reference of its targets")
     write_csv(st.plot("trail.csv"), res.trail)
     st.write_metrics({"recipe": name, "baseline": info["source"], **res.summary})
     print(f"recipes: {name}: {res.summary['baseline_bytes']:,} -> {res.summary['size_bytes']:,} bytes "

@@ -170,6 +170,9 @@ def _recipes(cwd, v: pd.DataFrame) -> pd.DataFrame:
     rows = pd.DataFrame([{c: None for c in v.columns} | dict(variant="recipe-lenet300", stage="recipes", method="recipe",
                                                              model="lenet300", dataset="mnist", avg_weight_bits=5.0, sparsity=0.95,
                                                              params=13_000, size_bytes=20_000, accuracy=0.9835),
+                         {c: None for c in v.columns} | dict(variant="recipe-lenet300-fp32", stage="recipes", method="baseline",
+                                                             model="lenet300", dataset="mnist", avg_weight_bits=32.0, sparsity=0.0,
+                                                             params=266_610, size_bytes=1_066_000, accuracy=0.9842),
                          {c: None for c in v.columns} | dict(variant="recipe-lenet5", stage="recipes", method="recipe",
                                                              model="lenet5", dataset="mnist", avg_weight_bits=5.0, sparsity=0.8,
                                                              error="variant recipe-lenet5: no deploy graphs for runtime 'recipe-decoded'")])
@@ -188,7 +191,8 @@ def test_recipes_beside_deep_compression_and_the_time_table(cwd):
     sec = _section(md, "## Compression recipes")
     r300 = _row(sec, "lenet300")
     assert "1,066,000" in r300 and "20,000" in r300 and "53.3×" in r300 and "98.20% → 98.10% (-0.10 pp)" in r300
-    assert "n/a → 1.65%" in r300 and "trained by the recipe stage" in r300
+    # its dense baseline's test error from the recipe-lenet300-fp32 row: 1 - 0.9842
+    assert "1.58% → 1.65% (+0.07 pp)" in r300 and "trained by the recipe stage" in r300
     r5 = _row(sec, "lenet5")  # the train stage's baseline: its test error is the table's (1 - 0.99)
     assert "1.00% → n/a" in r5 and "the train stage's" in r5
     assert "`recipe-lenet5` could not be measured by evaluate" in sec
@@ -197,7 +201,8 @@ def test_recipes_beside_deep_compression_and_the_time_table(cwd):
     assert _row(sec, "LeNet-300-100").startswith("| LeNet-300-100 | 1,070 KB | 27 KB | 40× | 1.64% → 1.58% |")
     assert "39×" in sec and "0.80% → 0.74%" in sec
     assert ("`lenet300` (LeNet-300-100): 53.3× smaller vs Deep Compression's published 40× (at least the published ratio); "
-            "test error 1.65% (fp32 n/a) vs the published 1.58%") in sec
+            "test error 1.65% (fp32 1.58%) vs the published 1.58% (fp32 1.64%). Target ≥ 40× within +0.1 pp test error: "
+            "**met** (53.3×, +0.07 pp).") in sec
     # the smallest single-method lenet5 variant within 1 pp of the baseline: qat-w4a8 (33,000 B, -0.3 pp)
     assert "`lenet5` (10.0× smaller) vs the smallest single-method lenet5 variant within 1 pp of its fp32 reference, " \
            "`qat-w4a8`: 7.5× smaller at 98.70% (-0.30 pp)" in sec
@@ -302,6 +307,25 @@ def test_each_variant_is_compared_with_its_own_fp32_reference():
     assert e.loc["monarch-finetuned", "size_ratio"] == 8.0 and abs(e.loc["monarch-finetuned", "d_acc"] + 0.01) < 1e-12
     assert e.loc["ptq-w8a8", "size_ratio"] == 4.0 and e.loc["ptq-w8a8", "family"] == "integer-grid weights (≤ 8 bit)"
     assert pd.isna(e.loc["lottery-ticket", "size_ratio"])  # no fp32 LeNet-300-100 in the table: n/a, not vs LeNet-5
+    # a stage with several fp32 references (recipes): each variant against the one of its own model
+    rec = [dict(variant="recipe-a", stage="recipes", method="recipe", model="lenet300", accuracy=0.98, size_bytes=10),
+           dict(variant="recipe-a-fp32", stage="recipes", method="baseline", model="lenet300", accuracy=0.985, size_bytes=1000),
+           dict(variant="recipe-b", stage="recipes", method="recipe", model="lenet5-caffe", accuracy=0.99, size_bytes=20),
+           dict(variant="recipe-b-fp32", stage="recipes", method="baseline", model="lenet5-caffe", accuracy=0.992, size_bytes=1800)]
+    v2 = pd.concat([v, pd.DataFrame(rec).assign(accuracy_sim=float("nan"), avg_weight_bits=[5, 32, 5, 32], sparsity=0.0)],
+                   ignore_index=True)
+    e = enrich(v2, base).set_index("variant")
+    assert e.loc["recipe-a", "size_ratio"] == 100.0 and e.loc["recipe-b", "size_ratio"] == 90.0
+    assert abs(e.loc["recipe-b", "d_acc"] + 0.002) < 1e-12
+
+
+def test_recipe_target_verdict():
+    from dashboards.report import target_verdict
+
+    assert target_verdict(45.0, 0.9850, 0.9842, 40, 0.1).startswith("Target ≥ 40× within +0.1 pp test error: **met** (45.0×, +0.08 pp)")
+    assert "**not met** (45.0×, +0.20 pp)" in target_verdict(45.0, 0.9850, 0.9830, 40, 0.1)
+    assert "**not met** (35.0×" in target_verdict(35.0, 0.9850, 0.9860, 40, 0.1)
+    assert "not checked" in target_verdict(45.0, float("nan"), 0.98, 40, 0.1)
 
 
 def test_cpu_model_names_this_machine():
