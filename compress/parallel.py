@@ -82,14 +82,14 @@ def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, t
         # child hangs (measured here with torch 2.14: a LeNet-5 step with 2 threads never returns)
         raise ValueError(f"threads = {threads} with workers = {workers}: forked workers run 1 torch thread each; "
                          "use threads = 1 (or workers = 1 for a multi-threaded run)")
-    saved = torch.get_num_threads()
-    _JOB = (fn, list(items), int(threads))
-    results: list[Any] = [None] * len(items)
     if workers > 1 and len(items) > 1 and not fork_autograd_ok():
         warnings.warn(f"map_jobs: autograd cannot run in forked workers of this process (it ran torch.compile "
                       f"earlier); running {len(items)} jobs inline on one process instead of {workers} workers",
                       RuntimeWarning, stacklevel=2)
         workers = 1
+    saved = torch.get_num_threads()
+    _JOB = (fn, list(items), int(threads))
+    results: list[Any] = [None] * len(items)
     try:
         if workers == 1 or len(items) <= 1:
             for i in range(len(items)):
