@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import optuna
 import pytest
