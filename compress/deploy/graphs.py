@@ -269,7 +269,8 @@ def _lowp_graphs(model: nn.Module, manifest: Manifest, fmt: str, activations: bo
     proto = fp32_graph(model, _input_shape(manifest))
     if activations:
         proto = round_inputs_graph(proto, list(prunable_layers(model)), fmt)
-        label = f"{fmt} weights upcast at load, layer inputs rounded to {fmt} by Cast pairs, fp32 kernels"
+        how = "exact fp32 arithmetic (Veltkamp split)" if fmt.startswith("fp8") else "Cast pairs"
+        label = f"{fmt} weights upcast at load, layer inputs rounded to {fmt} by {how}, fp32 kernels"
     else:
         label = f"{fmt} weights upcast at load, fp32 kernels"
     exclude = {}
