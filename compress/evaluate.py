@@ -77,6 +77,7 @@ def records(rows: list[dict], details: dict, meta: dict, threads: int) -> tuple[
     if failed:
         summary["failed"] = failed
     latency = {"dataset": meta["dataset"], "threads": threads, "references": details.get("references"),
+               "profiles": details.get("profiles", []),
                "variants": {r["variant"]: {**{k: r[k] for k in LATENCY}, "by_engine": per[r["variant"]]["latency"]} for r in ok}}
     return summary, latency
 
@@ -178,7 +179,7 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
     table is never taken for a complete one.
     """
     from compress.deploy.engines import resolve_runtimes
-    from compress.deploy.measure import MeasureConfig, arch_key, fp32_references
+    from compress.deploy.measure import MeasureConfig, arch_key, fp32_references, kernel_profiles
 
     engines, skipped = resolve_runtimes(getattr(cfg, "runtimes", None))
     # 1. one ordered work list: readable manifests and broken ones, by folder
@@ -214,4 +215,10 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
         full, extra = table_row(folder, man, res, refs.get(arch_key(man.model)))
         row.update(full)
         out["variants"][man.variant] = extra
+    # 4. per-kernel profiles of the fp32 reference and the fastest integer-grid variant (why int8 is or is not faster)
+    try:
+        out["profiles"] = kernel_profiles([(f, m, r) for f, m, r, _ in measured], refs, engines, test_x,
+                                          MeasureConfig.from_section(cfg).latency_batches)
+    except Exception as e:  # noqa: BLE001  a profiler that fails costs the profile rows, not the table
+        out["profiles"] = [{"error": one_line(f"{type(e).__name__}: {e}", 300)}]
     return rows, failures

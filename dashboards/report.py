@@ -314,6 +314,25 @@ def _family_verdict(g: pd.DataFrame) -> str:
             f"batch 256): compressing them did not make inference faster than deploying the fp32 model well.")
 
 
+def profile_lines(profiles: list[dict]) -> list[str]:
+    """Evaluate's per-kernel profiles (``metrics/latency.json`` ``profiles``): the fp32 reference on its fastest
+    fp32 engine beside the fastest integer-grid variant on its fastest engine, per batch size: which kernels
+    ran, in which precision, for how long.  This is what says why an int8 model is or is not faster."""
+    ok = [p for p in profiles if "ops" in p]
+    L: list[str] = []
+    if ok:
+        L += ["**Where the time goes** (each engine's own profiler: ONNX Runtime kernel times, OpenVINO performance "
+              "counters; ms per call of the top kernels, their share of the profiled time; `ms measured` is the timed "
+              "latency without the profiler):", "",
+              _md_table(pd.DataFrame({
+                  "batch": [p["batch"] for p in ok], "role": [p["role"] for p in ok], "variant": [f"`{p['variant']}`" for p in ok],
+                  "engine": [p["engine"] for p in ok], "ms measured": [_ms(p["ms_measured"]) for p in ok],
+                  "top kernels": ["; ".join(f"{o['op']} [{o['kernel']}] {o['ms_per_call']:.3f} ({100 * o['share']:.0f}%)"
+                                            for o in p["ops"]) for p in ok]})), ""]
+    L += [f"Kernel profiles could not be taken: {p['error']}" for p in profiles if "error" in p]
+    return L
+
+
 def speed_section(v: pd.DataFrame, base: pd.Series | None, metrics: dict[str, dict]) -> list[str]:
     """"Does inference get faster, and on what": counts against fp32 eager and the best fp32 deployment at each
     batch size, the reference of every architecture, a per-family table, per-engine tables for the baseline and
@@ -371,6 +390,7 @@ def speed_section(v: pd.DataFrame, base: pd.Series | None, metrics: dict[str, di
                   + (f", speed-ups against `{base['variant']}`'s" if row.get("vs_parent") else "") + "):", "", _md_table(t), ""]
             if label.startswith("Fastest") and isinstance(row.get("lowp_ops_b256"), str) and row["lowp_ops_b256"]:
                 L += [f"Kernels of its fastest batch-256 engine ({row['fastest_b256']}): {row['lowp_ops_b256']}.", ""]
+    L += profile_lines(lat.get("profiles") or [])
     if len(comp):
         c = comp.sort_values("sb256", ascending=False)
         t = pd.DataFrame({"variant": c["variant"], "format": c["family"],

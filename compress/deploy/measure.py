@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -456,3 +456,46 @@ __all__ = [
     "variant_rows",
     "weights_fake_quantized_once",
 ]
+
+
+def kernel_profiles(items: list[tuple[Path, Manifest, dict]], refs: dict[str, dict], engines: list[Engine],
+                    test_x: torch.Tensor, batches: Sequence[int] = (1, 256), top: int = 6) -> list[dict]:
+    """Where the time goes, from each engine's own profiler (ONNX Runtime's per-kernel times,
+    OpenVINO's performance counters): for the architecture with the most integer-grid variants, its
+    fp32 reference on its fastest fp32 engine and its fastest integer-grid variant (W <= 8 bits,
+    8-bit activations) on that variant's fastest engine, at each batch size.  A compressed model
+    that is not faster than the best fp32 deployment is explained by these rows (which kernels, how
+    long, in which precision).  Each entry: {"role", "variant", "engine", "batch", "ms_measured",
+    "ops": [{"op", "kernel", "ms_per_call", "share"}]}; an engine without a profiler gives no entry."""
+    ints = [(f, m, r) for f, m, r in items
+            if m.act_bits is not None and m.act_bits <= 8 and m.avg_weight_bits <= 8 and r.get("runtimes")]
+    if not ints:
+        return []
+    counts: dict[str, int] = {}
+    for _, m, _ in ints:
+        counts[arch_key(m.model)] = counts.get(arch_key(m.model), 0) + 1
+    arch = max(counts, key=counts.get)
+    ref = refs.get(arch) or {}
+    by_name = {m.variant: (f, m, r) for f, m, r in items}
+    out: list[dict] = []
+    for b in batches:
+        picks = []
+        if ref.get("reference") in by_name and ref.get(f"best_fp32_runtime_b{b}"):
+            picks.append(("best fp32", by_name[ref["reference"]], ref[f"best_fp32_runtime_b{b}"]))
+        cand = [(r["runtimes"][r["fastest"][f"b{b}"]][f"latency_ms_b{b}"], (f, m, r)) for f, m, r in ints
+                if arch_key(m.model) == arch and r["fastest"].get(f"b{b}")]
+        if cand:
+            best = min(cand, key=lambda c: c[0])[1]
+            picks.append(("fastest integer-grid", best, best[2]["fastest"][f"b{b}"]))
+        for role, (folder, man, res), eng_name in picks:
+            eng = next((e for e in engines if e.name == eng_name), None)
+            if eng is None:
+                continue
+            preds, _ = deploy_predictors(folder, man, [eng])
+            p = preds.get(eng_name)
+            ops = p.profile(_example(test_x, b), 20 if b == 1 else 5)[:top] if p is not None else []
+            if ops:
+                out.append({"role": role, "variant": man.variant, "engine": eng_name, "batch": b,
+                            "ms_measured": res["runtimes"][eng_name][f"latency_ms_b{b}"],
+                            "ops": [{k: o[k] for k in ("op", "kernel", "ms_per_call", "share")} for o in ops]})
+    return out
