@@ -100,6 +100,36 @@ def variant(folder: Path, name: str, spec: dict, deploy: Form, **kw) -> tuple[Pa
     return folder, man
 
 
+def packed_int_variants(name: str, model: nn.Module, spec: dict, ranges: dict, tmp: Path) -> dict[str, tuple]:
+    """{tag: (folder, manifest, simulated model)}: the packed W8A8, W4A8 and mixed-bit variants of ``model``
+    (activation ``ranges`` from :func:`compress.quant.observers.calibrate`, 8-bit activations), written as
+    the ptq stage writes them."""
+    out = {}
+    for tag, wbits in (("W8A8", 8), ("W4A8", 4), ("mixed", MIXED[name])):
+        ws, as_ = int_specs(8, 8)
+        qm = build_int_sim(model, wbits, 8, ranges, ws, as_)
+        d = tmp / name / tag
+        d.mkdir(parents=True, exist_ok=True)
+        save_packed_model(qm, d / "model.cspk")
+        out[tag] = (*variant(d, f"{name}-{tag}", spec, Form("packed", ["model.cspk"]), act_bits=8), qm)
+    return out
+
+
+def calib_images(prepared: str | Path, n: int = 512) -> torch.Tensor:
+    """The first ``n`` calibration images of the prepared data (random images where there is none)."""
+    if (Path(prepared) / "meta.json").exists():
+        from compress.data import load_split
+
+        return load_split(prepared, "calib")[0][:n]
+    return torch.randn(n, 1, 28, 28)
+
+
+def batch_of(x: torch.Tensor, b: int) -> torch.Tensor:
+    """A contiguous batch of ``b`` images from ``x`` (repeated when ``x`` is shorter)."""
+    xb = x[:b] if len(x) >= b else x.repeat(b // len(x) + 1, 1, 1, 1)[:b]
+    return xb.contiguous().clone()
+
+
 def predictors(folder: Path, man: Manifest, names: list[str]) -> dict:
     engines, _ = resolve_runtimes(names)
     preds, skipped = deploy_predictors(folder, man, engines)
@@ -133,16 +163,10 @@ def build_cells(name: str, model: nn.Module, spec: dict, x_cal: torch.Tensor, tm
         add("fp32 torch.compile", "fp32", lambda x, c=compiled: c(x), fp32=True)
     # 2. integer grids: W8A8, W4A8, mixed -> int8 QDQ built from the bit-packed codes
     ranges = calibrate(model, x_cal, ["minmax"])["minmax"]
-    for tag, wbits in (("W8A8", 8), ("W4A8", 4), ("mixed", MIXED[name])):
-        ws, as_ = int_specs(8, 8)
-        qm = build_int_sim(model, wbits, 8, ranges, ws, as_)
-        d = tmp / name / tag
-        d.mkdir(parents=True, exist_ok=True)
-        save_packed_model(qm, d / "model.cspk")
-        f, man = variant(d, f"{name}-{tag}", spec, Form("packed", ["model.cspk"]), act_bits=8)
+    for tag, (d, man, qm) in packed_int_variants(name, model, spec, ranges, tmp).items():
         engines = ["onnxruntime", "openvino"] + (["torch-eager"] if tag != "W8A8" else [])
         fmt = {"W8A8": "W8A8 codes", "W4A8": "W4A8 codes", "mixed": "mixed-bit codes"}[tag]
-        add_preds(fmt, predictors(f, man, engines), {"onnxruntime": f"ORT int8 ({fmt} -> QDQ)",
+        add_preds(fmt, predictors(d, man, engines), {"onnxruntime": f"ORT int8 ({fmt} -> QDQ)",
                                                      "openvino": f"OpenVINO int8 ({fmt} -> QDQ)",
                                                      "torch-eager": f"eager ({fmt} decoded, fake-quant)"})
         if tag == "W8A8":
@@ -229,13 +253,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     load0 = os.getloadavg()
-    calib = Path(a.prepared) / "calib.pt"
-    if calib.exists() or (Path(a.prepared) / "meta.json").exists():
-        from compress.data import load_split
-
-        x_cal = load_split(a.prepared, "calib")[0][:512]
-    else:
-        x_cal = torch.randn(512, 1, 28, 28)
+    x_cal = calib_images(a.prepared)
     rows, profiles = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (model, spec) in load_models(Path(a.baseline)).items():
@@ -243,8 +261,7 @@ def main() -> None:
                 continue
             cells = build_cells(name, model, spec, x_cal, Path(tmp), a)
             for b in a.batches:
-                xb = x_cal[:b] if len(x_cal) >= b else x_cal.repeat(b // len(x_cal) + 1, 1, 1, 1)[:b]
-                xb = xb.contiguous().clone()
+                xb = batch_of(x_cal, b)
                 reps = a.repeats if b == 1 else max(10, a.repeats // 5)
                 best = {c["label"]: float("inf") for c in cells}
                 for _ in range(a.rounds):  # interleaved: every runtime once per round

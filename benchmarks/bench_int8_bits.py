@@ -21,40 +21,24 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_deploy import MIXED, cpu_name, load_models, median_ms, variant
+from benchmarks.bench_deploy import MIXED, batch_of, calib_images, cpu_name, load_models, median_ms, packed_int_variants
 from compress.deploy.engines import resolve_runtimes
 from compress.deploy.graphs import deploy_predictors
 from compress.quant.observers import calibrate
-from compress.quant.ptq import build_int_sim, int_specs, save_packed_model
-from compress.variants import Form
 
 ENGINES = ("onnxruntime", "openvino")
 
 
-def write_formats(name: str, model, spec: dict, x_cal: torch.Tensor, tmp: Path) -> dict[str, tuple[Path, object]]:
-    """{format: (folder, manifest)}: packed W8A8, W4A8 and mixed-bit variants (minmax ranges, A8)."""
-    ranges = calibrate(model, x_cal, ["minmax"])["minmax"]
-    out = {}
-    for tag, wbits in (("W8A8", 8), ("W4A8", 4), ("mixed", MIXED[name])):
-        ws, as_ = int_specs(8, 8)
-        d = tmp / name / tag
-        d.mkdir(parents=True, exist_ok=True)
-        save_packed_model(build_int_sim(model, wbits, 8, ranges, ws, as_), d / "model.cspk")
-        out[tag] = variant(d, f"{name}-{tag}", spec, Form("packed", ["model.cspk"]), act_bits=8)
-    return out
-
-
-def time_alone(folder: Path, man, engine, xb: torch.Tensor, warmup: int, repeats: int) -> tuple[float, str]:
-    """Build this variant's predictor on one engine, time it, drop it: (median ms, graph label)."""
+def time_alone(folder: Path, man, engine, xb: torch.Tensor, warmup: int, repeats: int) -> float:
+    """Build this variant's predictor on one engine, time it, drop it: median ms."""
     preds, skipped = deploy_predictors(folder, man, [engine])
     if engine.name not in preds:
         raise RuntimeError(f"{man.variant} on {engine.name}: {skipped.get(engine.name, 'not built')}")
     p = preds[engine.name]
     ms = median_ms(p, xb, warmup, repeats)
-    label = getattr(p, "label", "")
     del preds, p
     gc.collect()
-    return ms, label
+    return ms
 
 
 def main() -> None:
@@ -70,12 +54,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     load0 = os.getloadavg()
-    if (Path(a.prepared) / "meta.json").exists():
-        from compress.data import load_split
-
-        x_cal = load_split(a.prepared, "calib")[0][:512]
-    else:
-        x_cal = torch.randn(512, 1, 28, 28)
+    x_cal = calib_images(a.prepared)
     engines, missing = resolve_runtimes(list(ENGINES))
     for n, why in (missing or {}).items():
         print(f"  {n} not measured: {why}")
@@ -85,15 +64,16 @@ def main() -> None:
         for name, (model, spec) in load_models(Path(a.baseline)).items():
             if name not in a.models:
                 continue
-            formats = write_formats(name, model, spec, x_cal, Path(tmp))
+            ranges = calibrate(model, x_cal, ["minmax"])["minmax"]
+            formats = {tag: (f, m) for tag, (f, m, _) in packed_int_variants(name, model, spec, ranges, Path(tmp)).items()}
             for b in a.batches:
-                xb = (x_cal[:b] if len(x_cal) >= b else x_cal.repeat(b // len(x_cal) + 1, 1, 1, 1)[:b]).contiguous().clone()
+                xb = batch_of(x_cal, b)
                 reps = a.repeats if b == 1 else max(10, a.repeats // 5)
                 for eng in engines:
                     best = {tag: float("inf") for tag in formats}
                     for _ in range(a.rounds):  # formats interleaved round by round, each alone in memory
                         for tag, (folder, man) in formats.items():
-                            best[tag] = min(best[tag], time_alone(folder, man, eng, xb, a.warmup, reps)[0])
+                            best[tag] = min(best[tag], time_alone(folder, man, eng, xb, a.warmup, reps))
                     for tag, ms in best.items():
                         rows.append((name, b, eng.name, tag, ms, ms / best["W8A8"]))
     desc = (f"{cpu_name()}, {os.cpu_count()} logical cores, {a.threads} threads, torch {torch.__version__.split('+')[0]}, "

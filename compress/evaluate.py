@@ -208,7 +208,8 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
         if on_row is not None:
             on_row(row)
     # 3. speed-ups against the fp32 reference of each architecture
-    refs = fp32_references([(f, m, r) for f, m, r, _ in measured], engines, MeasureConfig.from_section(cfg), test_x, test_y)
+    mcfg = MeasureConfig.from_section(cfg)
+    refs = fp32_references([(f, m, r) for f, m, r, _ in measured], engines, mcfg, test_x, test_y)
     out = details if details is not None else {}
     out.update(engines=[e.name for e in engines], skipped_engines=skipped, references=refs, variants={})
     for folder, man, res, row in measured:
@@ -217,8 +218,7 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
         out["variants"][man.variant] = extra
     # 4. per-kernel profiles of the fp32 reference and the fastest integer-grid variant (why int8 is or is not faster)
     try:
-        out["profiles"] = kernel_profiles([(f, m, r) for f, m, r, _ in measured], refs, engines, test_x,
-                                          MeasureConfig.from_section(cfg).latency_batches)
+        out["profiles"] = kernel_profiles([(f, m, r) for f, m, r, _ in measured], refs, engines, test_x, mcfg.latency_batches)
     except Exception as e:  # noqa: BLE001  a profiler that fails costs the profile rows, not the table
         out["profiles"] = [{"error": one_line(f"{type(e).__name__}: {e}", 300)}]
     return rows, failures

@@ -453,6 +453,7 @@ __all__ = [
     "reference_latencies",
     "reference_spec",
     "speedups",
+    "kernel_profiles",
     "variant_rows",
     "weights_fake_quantized_once",
 ]
