@@ -415,10 +415,11 @@ def _fp8_round_nodes(src: str, dst: str, fmt: str, tag: str) -> tuple[list, list
       |x| <  1.5 * 2^emin  b is the constant 1.5 * 2^(emin+24-p), whose fp32 ulp is the fp8 subnormal
                            quantum 2^(emin-p+1): x + b rounds x onto the fixed grid of [0, 2^(emin+1)),
                            the subnormals and the lowest binade of normals;
-      x < 0                the same b > 0 (no Sign op): g = RN(x + b) stays in b's binade except within
-                           2^(p-24) of a power of two, where either grid gives that power.
-    Checked for every fp32 value of the binades 2^(emin-p-6) .. 2^17, both signs (1.3e9 values, 0 wrong),
-    and in tests/deploy on ONNX Runtime (ties, subnormals, saturation, overflow, binade edges).
+      x < 0                the same b > 0 (no Sign op).  That and the shifted floor are outside Veltkamp's
+                           theorem, so the form was checked exhaustively: every fp32 value of the binades
+                           2^(emin-p-6) .. 2^17, both signs (1.26e9 values), equals torch's cast.  (The
+                           shorter (x + b) - b is wrong for 232 of them, just below powers of two.)
+    tests/deploy checks it on ONNX Runtime (ties, subnormals, saturation, overflow, binade edges).
       range  e4m3fn saturates: x is clipped to +-448 first (rounding and clipping commute there);
              e5m2 overflows: x is clipped to +-65536 (which rounds to +-65536, not a finite e5m2 value:
              57344 is the largest) and r * 2^112 * 2^-112 sends exactly +-65536 to +-inf (2^128
