@@ -162,9 +162,10 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
                  on_row: Callable[[dict], None] | None = None, broken: Sequence[ArtifactError] = (),
                  progress: bool = True, details: dict | None = None) -> tuple[list[dict], list[str]]:
     """Measure every variant of ``found`` on every enabled engine (``cfg.runtimes``; None: every
-    installed one); one that fails does not stop the others.  Then the fp32 references (per
-    architecture: the train stage's baseline, else the first dense fp32 variant, else a model
-    built from the spec) give each row its speed-ups against fp32 eager and the best fp32 engine.
+    installed one); one that fails does not stop the others.  The fp32 reference of each
+    architecture (the train stage's baseline, else the first dense fp32 variant, else a model built
+    from the spec; :class:`compress.deploy.measure.ReferenceClock`) is re-timed beside the variants,
+    and each row's speed-ups against fp32 eager and the best fp32 engine use the timing next to it.
 
     A variant whose artifact is missing or corrupt (an :class:`ArtifactError`), or that no engine
     could run, becomes a row with no measurements and ``error`` = one line naming the variant,
@@ -179,9 +180,11 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
     table is never taken for a complete one.
     """
     from compress.deploy.engines import resolve_runtimes
-    from compress.deploy.measure import MeasureConfig, arch_key, fp32_references, kernel_profiles
+    from compress.deploy.measure import MeasureConfig, ReferenceClock, kernel_profiles
 
     engines, skipped = resolve_runtimes(getattr(cfg, "runtimes", None))
+    mcfg = MeasureConfig.from_section(cfg)
+    clock = ReferenceClock(found, engines, mcfg, test_x)  # fp32 references timed beside their variants
     # 1. one ordered work list: readable manifests and broken ones, by folder
     work = [(folder, man, None) for folder, man in found] + [(e.path.parent, None, e) for e in broken]
     work.sort(key=lambda w: (w[0].parent.name, w[0].name))
@@ -193,9 +196,11 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
             row = failed_row(err.variant or folder.name, err.stage or folder.parent.name, str(err))
         else:
             try:
+                ref = None if clock.is_reference(man) else clock.current(man)
                 res = measure(folder, man, test_x, test_y, cfg, engines)
+                ref = clock.record(man, res) or ref or clock.current(man)
                 row = table_row(folder, man, res, None)[0]
-                measured.append((folder, man, res, row))
+                measured.append((folder, man, res, row, ref))
             except ArtifactError as e:
                 row = failed_row(man.variant, man.stage, str(e), man)
             except Exception as e:  # noqa: BLE001  a runtime that loads but fails to run: the others still count
@@ -207,18 +212,17 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
         rows.append(row)
         if on_row is not None:
             on_row(row)
-    # 3. speed-ups against the fp32 reference of each architecture
-    mcfg = MeasureConfig.from_section(cfg)
-    refs = fp32_references([(f, m, r) for f, m, r, _ in measured], engines, mcfg, test_x, test_y)
+    # 3. speed-ups against the fp32 reference of each architecture, as timed beside each variant
+    refs = clock.summary()
     out = details if details is not None else {}
     out.update(engines=[e.name for e in engines], skipped_engines=skipped, references=refs, variants={})
-    for folder, man, res, row in measured:
-        full, extra = table_row(folder, man, res, refs.get(arch_key(man.model)))
+    for folder, man, res, row, ref in measured:
+        full, extra = table_row(folder, man, res, ref)
         row.update(full)
         out["variants"][man.variant] = extra
     # 4. per-kernel profiles of the fp32 reference and the fastest integer-grid variant (why int8 is or is not faster)
     try:
-        out["profiles"] = kernel_profiles([(f, m, r) for f, m, r, _ in measured], refs, engines, test_x, mcfg.latency_batches)
+        out["profiles"] = kernel_profiles([(f, m, r) for f, m, r, _, _ in measured], refs, engines, test_x, mcfg.latency_batches)
     except Exception as e:  # noqa: BLE001  a profiler that fails costs the profile rows, not the table
         out["profiles"] = [{"error": one_line(f"{type(e).__name__}: {e}", 300)}]
     return rows, failures

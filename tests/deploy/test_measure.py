@@ -100,6 +100,50 @@ def test_evaluate_deployed_rows_references_and_bad_input(variants):
     assert lat["w4a8"]["lowp_ops_b1"].startswith(("int8 2/2", "int8 0/2"))
 
 
+def test_reference_is_retimed_beside_each_variant(variants, monkeypatch):
+    """A shared CPU's speed drifts within a run: the fp32 reference is re-timed when its last timing
+    is older than reference_every_s, and each variant's speed-ups use the timing taken just before it,
+    not one taken at another moment.  A planted 3x slowdown of the reference's later timings shows up
+    in the ratio of the variant measured after it and in the summary's range, not in the reference's
+    own (its measurement is its timing: exactly 1.0 against itself)."""
+    from dataclasses import replace
+
+    from compress.deploy.measure import ReferenceClock
+
+    found, x, y = variants
+    order = sorted(found, key=lambda fm: fm[1].variant != "w4a8")  # w4a8 before its reference
+    real = ReferenceClock._time_now
+    calls, given = [], []
+
+    def slowed(self, k, man, only_eager=False):
+        out = real(self, k, man, only_eager)
+        calls.append(man.variant)
+        if len(self.timings.get(k, [])) >= 1:  # every timing after the first: the CPU got 3x slower
+            out = {k_: (v * 3 if k_.startswith(("eager_b", "best_fp32_b")) else v) for k_, v in out.items()}
+        given.append(out)
+        return out
+
+    monkeypatch.setattr(ReferenceClock, "_time_now", slowed)
+    every = replace(FAST, reference_every_s=1e-9)  # re-time before every variant
+    out = evaluate_deployed(order * 2, x, y, runtimes=["torch-eager", "onnxruntime"], cfg=every)
+    ref = out["references"][arch_key(SPEC)]
+    # w4a8, fp32 (its own measurement), w4a8 again, fp32 again: two re-timings, two records
+    assert calls == ["w4a8", "w4a8"] and ref["timings"] == 4 and ref["reference"] == "fp32"
+    lo, hi = ref["best_fp32_range_b1"]
+    assert hi / lo > 2  # the planted slowdown is visible in the summary
+    lat = {r["variant"]: r for r in out["latency"]}  # the second measurement of each (dict keeps the last row)
+    res = out["results"]["w4a8"]
+    fastest = lat["w4a8"]["fastest_b1"]
+    implied = lat["w4a8"]["speedup_vs_eager_b1"] * res["runtimes"][fastest]["latency_ms_b1"]
+    assert lat["fp32"]["speedup_vs_best_fp32_b1"] == pytest.approx(1.0)
+    assert implied == pytest.approx(given[-1]["eager_b1"])  # the slowed timing taken just before it
+    # one timing for the whole run when reference_every_s is long: the reference's own measurement
+    calls.clear()
+    out = evaluate_deployed(sorted(found, key=lambda fm: fm[1].variant), x, y, runtimes=["torch-eager", "onnxruntime"],
+                            cfg=replace(FAST, reference_every_s=1e9))
+    assert calls == [] and out["references"][arch_key(SPEC)]["timings"] == 1
+
+
 def test_speedups_arithmetic_and_reference_choice():
     res = {"fastest": {"b1": "ort"}, "runtimes": {"ort": {"latency_ms_b1": 0.05}}}
     ref = {"eager_b1": 0.2, "best_fp32_b1": 0.04}
