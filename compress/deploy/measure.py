@@ -17,8 +17,8 @@ number (engines run single-stream; ONNX Runtime / OpenVINO kernels are determini
 thread count).  The fastest runtime is a latency fact and goes only into latency outputs.
 
 Speed-ups (:func:`speedups`) compare a variant with the fp32 reference of its architecture:
-its PyTorch eager latency and its fastest fp32 runtime, timed within ``reference_every_s`` of the
-variant (:class:`ReferenceClock`: a shared CPU's speed drifts during a run).
+its PyTorch eager latency and its fastest fp32 runtime, timed in rounds interleaved with the variant's
+fastest engine (:class:`ReferenceClock`: a shared CPU's speed drifts during a run).
 """
 from __future__ import annotations
 
@@ -51,14 +51,14 @@ class MeasureConfig:
     rel_tol: float = 0.05
     ops: bool = True  # record which kernels ran in low precision (one extra engine build for ONNX Runtime)
     sim: bool = True  # also the simulated form's accuracy (accuracy_sim)
-    reference_every_s: float = 10.0  # re-time an architecture's fp32 reference when its last timing is older
+    reference_rounds: int = 9  # interleaved rounds of variant / reference timing per batch size
 
     def __post_init__(self):
         checks = [("batch_size", self.batch_size >= 1, ">= 1"), ("warmup", self.warmup >= 0, ">= 0"),
                   ("min_repeats", self.min_repeats >= 1, ">= 1"), ("max_repeats", self.max_repeats >= self.min_repeats,
                                                                  ">= min_repeats"),
                   ("budget_s", self.budget_s > 0, "> 0"), ("rel_tol", 0 < self.rel_tol < 1, "in (0, 1)"),
-                  ("reference_every_s", self.reference_every_s > 0, "> 0"),
+                  ("reference_rounds", self.reference_rounds >= 1, ">= 1"),
                   ("latency_batches", len(self.latency_batches) > 0 and all(int(b) >= 1 for b in self.latency_batches),
                    "a non-empty list of batch sizes >= 1")]
         for key, ok, allowed in checks:
@@ -158,13 +158,15 @@ def measure_predictor(predict: EnginePredictor, test_x: torch.Tensor, test_y: to
 
 def measure_variant(folder: str | Path, manifest: Manifest, test_x: torch.Tensor, test_y: torch.Tensor,
                     runtimes: list[str] | None = None, cfg: MeasureConfig | None = None,
-                    engines: list[Engine] | None = None, on_result: Callable[[str, dict], None] | None = None) -> dict:
+                    engines: list[Engine] | None = None, on_result: Callable[[str, dict], None] | None = None,
+                    on_built: Callable[[dict, dict[str, EnginePredictor]], None] | None = None) -> dict:
     """Build every applicable predictor of the variant (one per enabled runtime), measure each.
 
     ``runtimes``: engine names (None: every installed one); ``engines`` overrides it with
     resolved engines (evaluate resolves once).  A runtime that is not installed or cannot run
     this variant is listed in ``skipped`` with the reason; nothing else is lost.  ``on_result``
-    is called with (runtime, result) as each one finishes.  Returns::
+    is called with (runtime, result) as each one finishes; ``on_built(res, predictors)`` once every
+    runtime is measured, while the predictors are still built (paired reference timing).  Returns::
 
         {"variant", "runtimes": {name: result}, "skipped": {name: reason}, "fastest": {"b1": name, ...},
          "accuracy_sim": float | None, "graphs": [labels], "build_s": seconds}
@@ -206,6 +208,8 @@ def measure_variant(folder: str | Path, manifest: Manifest, test_x: torch.Tensor
     for b in cfg.latency_batches:
         timed = {n: r[f"latency_ms_b{b}"] for n, r in res["runtimes"].items()}
         res["fastest"][f"b{b}"] = min(timed, key=timed.get) if timed else None
+    if on_built is not None and res["runtimes"]:
+        on_built(res, {n: p for n, p in preds.items() if n in res["runtimes"]})
     if cfg.sim and manifest.sim is not None:
         t_sim = time.perf_counter()
         res["accuracy_sim"], res["accuracy_sim_source"] = _sim_accuracy(folder, manifest, preds.get("torch-eager"),
@@ -295,32 +299,58 @@ def reference_latencies(measured: dict) -> dict:
     return out
 
 
-class ReferenceClock:
-    """The fp32 reference of each architecture, timed BESIDE the variants compared with it.
+def _block_ms(p: Callable, x: torch.Tensor, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        p(x)
+    return (time.perf_counter() - t0) * 1e3 / n
 
-    A shared CPU's speed drifts within one evaluate run (measured on a 2-core cloud VM: LeNet-5's
-    ORT fp32 graph at 0.058 ms at batch 1 in one minute, the same dense graph at 0.029 ms in
-    another).  A reference timed once would carry that factor into the speed-ups of every variant
-    of its architecture.  So before a variant is measured, :meth:`current` re-times the reference of
-    its architecture when the last timing is older than ``cfg.reference_every_s``, and the variant's
-    speed-ups use that timing.  The reference: the train stage's baseline, else the first dense
-    fp32 variant of the architecture (e.g. monarch-dense-ref, binary-fp32-mlp), else a model built
-    from the spec (seed-0 weights: latency does not depend on the values).  Timed on PyTorch eager
-    and every enabled fp32 engine the first time, then on eager and the fastest fp32 engine of each
-    batch size; the reference variant's own measurement counts as a timing (:meth:`record`).
-    :meth:`summary` gives per architecture the median of its timings, their number and spread."""
+
+def paired_times(preds: dict[str, Callable], x: torch.Tensor, rounds: int = 9, block_ms: float = 2.0,
+                 warmup: int = 1) -> dict[str, list[float]]:
+    """Per-call ms of each predictor, timed in ``rounds`` interleaved rounds (the order rotates each
+    round); a timed block repeats a call until it lasts ~``block_ms``.  Ratios of the same round
+    compare two engines at the same moment of a CPU whose speed drifts."""
+    names = list(preds)
+    reps = {}
+    for n in names:
+        for _ in range(warmup):
+            preds[n](x)
+        reps[n] = max(1, min(200, int(block_ms / max(_block_ms(preds[n], x, 1), 1e-3))))
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[: r % len(names)]:
+            out[n].append(_block_ms(preds[n], x, reps[n]))
+    return out
+
+
+class ReferenceClock:
+    """The fp32 reference of each architecture, timed TOGETHER with each variant compared with it.
+
+    A shared CPU's speed drifts within one evaluate run, in phases of seconds (measured on a 2-core
+    cloud VM with 80 % idle and no steal: LeNet-5's ORT fp32 graph at batch 256 alternates between
+    2.1 and 3.7 ms).  A reference timed once, or every few seconds, carries its moment into the
+    speed-ups.  So :meth:`pair` times the variant's fastest engine, the reference's fastest fp32
+    engine and the reference in PyTorch eager in interleaved rounds (:func:`paired_times`) at each
+    batch size, and a speed-up is the median of the per-round ratios.  The reference: the train
+    stage's baseline, else the first dense fp32 variant of the architecture (e.g. monarch-dense-ref,
+    binary-fp32-mlp), else a model built from the spec (seed-0 weights: latency does not depend on
+    the values); its fastest fp32 engine per batch size comes from its own measurement (every
+    enabled engine, :meth:`record`) or, without one, from timing every fp32 engine once.
+    :meth:`summary` gives per architecture the medians of the reference times and their range."""
 
     def __init__(self, found: Sequence[tuple[Path, Manifest]], engines: list[Engine], cfg: MeasureConfig,
                  test_x: torch.Tensor):
         from compress.deploy.engines import get_engine
 
         self.engines = engines + [get_engine("torch-eager")] * all(e.name != "torch-eager" for e in engines)
-        self.cfg, self.test_x, self.t0 = cfg, test_x, time.perf_counter()
+        self.cfg, self.test_x, self.rounds = cfg, test_x, cfg.reference_rounds
         self.chosen: dict[str, tuple[Path, Manifest]] = {}
         for folder, man in sorted(found, key=lambda fm: fm[1].stage != "train"):  # the trained baseline first
             if arch_key(man.model) not in self.chosen and is_fp32_reference(man):
                 self.chosen[arch_key(man.model)] = (folder, man)
-        self.timings: dict[str, list[dict]] = {}
+        self.first: dict[str, dict] = {}  # arch -> its reference's own timing (picks the fastest fp32 engines)
+        self.times: dict[str, dict[str, list[float]]] = {}  # arch -> {"eager_b1": [...], "best_fp32_b1": [...]}
         self._preds: dict[str, tuple[str, dict[str, EnginePredictor]]] = {}
 
     def is_reference(self, man: Manifest) -> bool:
@@ -328,46 +358,70 @@ class ReferenceClock:
         return ref is not None and ref[1].variant == man.variant
 
     def record(self, man: Manifest, res: dict) -> dict | None:
-        """The reference variant's own measurement (all its engines) as a timing of its architecture."""
+        """The reference variant's own measurement (every engine) is its architecture's first timing;
+        its speed-ups are its own latencies' ratios (best fp32 = 1 by definition)."""
         if not (self.is_reference(man) and res.get("runtimes")):
             return None
+        k = arch_key(man.model)
         lat = reference_latencies(res)
         if "eager_b1" not in lat:  # eager not enabled: still time the reference in eager (latency only)
-            lat.update(self._time_now(arch_key(man.model), man, only_eager=True))
-        return self._add(arch_key(man.model), lat)
+            lat.update(self._time_all(k, man, only_eager=True))
+        self.first.setdefault(k, lat)
+        self._keep(k, lat)
+        return lat
 
-    def current(self, man: Manifest) -> dict:
-        """The latest timing of ``man``'s architecture reference, re-timed first when older than
-        ``reference_every_s``."""
+    def pair(self, man: Manifest, res: dict, preds: dict[str, EnginePredictor]) -> dict:
+        """Paired speed-ups of a measured variant (``res``: its measure_variant result, ``preds``: its
+        predictors, still built): {"reference", "speedup_vs_eager_b<B>", "speedup_vs_best_fp32_b<B>",
+        "eager_b<B>", "best_fp32_b<B>", "best_fp32_runtime_b<B>" (the reference's medians in the pairing)}."""
         k = arch_key(man.model)
-        last = (self.timings.get(k) or [None])[-1]
-        if last is not None and time.perf_counter() - self.t0 - last["t"] <= self.cfg.reference_every_s:
-            return last
-        return self._add(k, self._time_now(k, man))
+        name, rpreds = self._predictors(k, man)
+        if k not in self.first:
+            self.first[k] = self._time_all(k, man)
+            self._keep(k, self.first[k])
+        out: dict = {"reference": name}
+        for b in self.cfg.latency_batches:
+            var = res.get("fastest", {}).get(f"b{b}")
+            best = self.first[k].get(f"best_fp32_runtime_b{b}")
+            if var is None or var not in preds:
+                continue
+            cands = {"variant": preds[var]}
+            if best in rpreds:
+                cands["best_fp32"] = rpreds[best]
+            if "torch-eager" in rpreds:
+                cands["eager"] = rpreds["torch-eager"]
+            t = paired_times(cands, _example(self.test_x, b), self.rounds)
+            for tag in ("eager", "best_fp32"):
+                if tag in t:
+                    out[f"speedup_vs_{tag}_b{b}"] = statistics.median(r / v for r, v in zip(t[tag], t["variant"]))
+                    out[f"{tag}_b{b}"] = statistics.median(t[tag])
+                    self.times.setdefault(k, {}).setdefault(f"{tag}_b{b}", []).extend(t[tag])
+            if best in rpreds:
+                out[f"best_fp32_runtime_b{b}"] = best
+        return out
 
     def summary(self) -> dict[str, dict]:
-        """{arch_key: {"reference", "timings", "eager_b<B>", "best_fp32_b<B>" (medians), "best_fp32_runtime_b<B>"
-        (the most frequent), "best_fp32_range_b<B>": [min, max]}}."""
+        """{arch_key: {"reference", "timed_calls", "eager_b<B>", "best_fp32_b<B>" (medians over every timing),
+        "best_fp32_runtime_b<B>", "best_fp32_range_b<B>": [min, max]}}."""
         out = {}
-        for k, ts in self.timings.items():
-            row = {"reference": ts[0]["reference"], "timings": len(ts)}
+        for k, first in self.first.items():
+            row = {"reference": first["reference"], "timed_blocks": sum(len(v) for v in self.times.get(k, {}).values())}
             for b in self.cfg.latency_batches:
                 for key in (f"eager_b{b}", f"best_fp32_b{b}"):
-                    vals = [t[key] for t in ts if key in t]
+                    vals = self.times.get(k, {}).get(key, [])
                     if vals:
                         row[key] = statistics.median(vals)
                         if key.startswith("best"):
                             row[f"best_fp32_range_b{b}"] = [min(vals), max(vals)]
-                names = [t[f"best_fp32_runtime_b{b}"] for t in ts if f"best_fp32_runtime_b{b}" in t]
-                if names:
-                    row[f"best_fp32_runtime_b{b}"] = max(set(names), key=names.count)
+                if f"best_fp32_runtime_b{b}" in first:
+                    row[f"best_fp32_runtime_b{b}"] = first[f"best_fp32_runtime_b{b}"]
             out[k] = row
         return out
 
-    def _add(self, k: str, lat: dict) -> dict:
-        lat = {**lat, "t": time.perf_counter() - self.t0}
-        self.timings.setdefault(k, []).append(lat)
-        return lat
+    def _keep(self, k: str, lat: dict) -> None:
+        for key, v in lat.items():
+            if key.startswith(("eager_b", "best_fp32_b")):
+                self.times.setdefault(k, {}).setdefault(key, []).append(v)
 
     def _predictors(self, k: str, man: Manifest) -> tuple[str, dict[str, EnginePredictor]]:
         if k not in self._preds:
@@ -395,17 +449,14 @@ class ReferenceClock:
             self._preds[k] = (name, {n: p for n, p in preds.items() if p.graph.precision == "fp32"})
         return self._preds[k]
 
-    def _time_now(self, k: str, man: Manifest, only_eager: bool = False) -> dict:
+    def _time_all(self, k: str, man: Manifest, only_eager: bool = False) -> dict:
+        """Every fp32 engine of the reference (or only eager), adaptive latency at each batch size."""
         name, preds = self._predictors(k, man)
-        first = self.timings.get(k, [None])[0]
         out: dict = {"reference": name}
         for b in self.cfg.latency_batches:
-            names = {"torch-eager"} if only_eager or first is None else {"torch-eager", first.get(f"best_fp32_runtime_b{b}")}
-            timed = {}
-            for n, p in preds.items():
-                if n in names or (first is None and not only_eager):
-                    timed[n] = adaptive_latency(p, _example(self.test_x, b), self.cfg.warmup, self.cfg.min_repeats,
-                                                self.cfg.max_repeats, self.cfg.budget_s, self.cfg.rel_tol)["median_ms"]
+            timed = {n: adaptive_latency(p, _example(self.test_x, b), self.cfg.warmup, self.cfg.min_repeats, self.cfg.max_repeats,
+                                         self.cfg.budget_s, self.cfg.rel_tol)["median_ms"]
+                     for n, p in preds.items() if not only_eager or n == "torch-eager"}
             if "torch-eager" in timed:
                 out[f"eager_b{b}"] = timed["torch-eager"]
             if timed and not only_eager:
@@ -416,14 +467,18 @@ class ReferenceClock:
 
 def speedups(result: dict, ref: dict) -> dict:
     """``speedup_vs_eager_b<B>`` (reference eager / variant fastest) and ``speedup_vs_best_fp32_b<B>``
-    (reference fastest fp32 runtime / variant fastest), per latency batch size."""
+    (reference fastest fp32 runtime / variant fastest), per latency batch size: the paired ratios when
+    ``ref`` has them (:meth:`ReferenceClock.pair`), else from the two latencies."""
     out = {}
     for b, name in result.get("fastest", {}).items():
         if name is None:
             continue
         ms = result["runtimes"][name][f"latency_ms_{b}"]
         for tag, k in (("eager", f"eager_{b}"), ("best_fp32", f"best_fp32_{b}")):
-            out[f"speedup_vs_{tag}_{b}"] = ref[k] / ms if k in ref and ms > 0 else None
+            if f"speedup_vs_{tag}_{b}" in ref:  # paired with the variant (ReferenceClock.pair)
+                out[f"speedup_vs_{tag}_{b}"] = ref[f"speedup_vs_{tag}_{b}"]
+            else:
+                out[f"speedup_vs_{tag}_{b}"] = ref[k] / ms if k in ref and ms > 0 else None
     return out
 
 
@@ -483,9 +538,10 @@ def evaluate_deployed(found: list[tuple[Path, Manifest]], test_x: torch.Tensor, 
     results, items, ref_at = {}, [], {}
     clock = ReferenceClock(found, engines, cfg, test_x)
     for folder, man in found:
-        ref = None if clock.is_reference(man) else clock.current(man)
-        res = measure_variant(folder, man, test_x, test_y, cfg=cfg, engines=engines)
-        ref_at[man.variant] = clock.record(man, res) or ref or clock.current(man)
+        paired: dict = {}
+        res = measure_variant(folder, man, test_x, test_y, cfg=cfg, engines=engines,
+                              on_built=None if clock.is_reference(man) else lambda r, p, m=man: paired.update(clock.pair(m, r, p)))
+        ref_at[man.variant] = clock.record(man, res) or paired or None
         results[man.variant] = res
         items.append((folder, man, res))
         if on_variant is not None:
@@ -517,6 +573,7 @@ __all__ = [
     "arch_key",
     "evaluate_deployed",
     "ReferenceClock",
+    "paired_times",
     "is_fp32_reference",
     "measure_predictor",
     "measure_variant",

@@ -96,52 +96,55 @@ def test_evaluate_deployed_rows_references_and_bad_input(variants):
     assert ref["reference"] == "fp32" and {"eager_b1", "best_fp32_b1", "eager_b64", "best_fp32_b64"} <= set(ref)
     fastest = lat["fp32"]["fastest_b1"]
     assert lat["fp32"]["speedup_vs_best_fp32_b1"] == pytest.approx(1.0)  # the reference against itself
-    assert lat["fp32"]["speedup_vs_eager_b1"] == pytest.approx(ref["eager_b1"] / out["results"]["fp32"]["runtimes"][fastest]["latency_ms_b1"])
+    own = out["results"]["fp32"]["runtimes"]  # the reference's own measurement: its eager over its fastest engine
+    assert lat["fp32"]["speedup_vs_eager_b1"] == pytest.approx(own["torch-eager"]["latency_ms_b1"] / own[fastest]["latency_ms_b1"])
     assert lat["w4a8"]["lowp_ops_b1"].startswith(("int8 2/2", "int8 0/2"))
 
 
-def test_reference_is_retimed_beside_each_variant(variants, monkeypatch):
-    """A shared CPU's speed drifts within a run: the fp32 reference is re-timed when its last timing
-    is older than reference_every_s, and each variant's speed-ups use the timing taken just before it,
-    not one taken at another moment.  A planted 3x slowdown of the reference's later timings shows up
-    in the ratio of the variant measured after it and in the summary's range, not in the reference's
-    own (its measurement is its timing: exactly 1.0 against itself)."""
-    from dataclasses import replace
+def test_paired_rounds_cancel_cpu_drift():
+    """Two engines on a CPU whose speed changes 3x every 40 ms: timed apart, their ratio depends on the
+    moments; timed in interleaved rounds, the median of the per-round ratios is the true one (2x)."""
+    from compress.deploy.measure import paired_times
 
-    from compress.deploy.measure import ReferenceClock
+    def slowness():
+        return 3.0 if int(time.perf_counter() / 0.04) % 2 else 1.0
+
+    def busy(ms):
+        def run(_x):
+            end = time.perf_counter() + ms * slowness() / 1e3
+            while time.perf_counter() < end:
+                pass
+        return run
+
+    t = paired_times({"fast": busy(0.5), "slow": busy(1.0)}, torch.zeros(1), rounds=15, block_ms=2.0)
+    ratios = sorted(s_ / f for s_, f in zip(t["slow"], t["fast"]))
+    assert len(t["fast"]) == len(t["slow"]) == 15
+    assert 1.5 < ratios[len(ratios) // 2] < 2.7  # the median ratio: ~2 whatever the phase
+    assert max(t["fast"]) / min(t["fast"]) > 2  # while each engine's own times swing with the CPU
+
+
+def test_speedups_are_the_paired_ratios(variants, monkeypatch):
+    """evaluate_deployed: a variant's speed-ups are the medians of the paired per-round ratios against its
+    architecture's reference (fastest fp32 engine and eager), not ratios of latencies taken at different
+    moments; the reference against itself is exactly 1."""
+    import compress.deploy.measure as measure
 
     found, x, y = variants
-    order = sorted(found, key=lambda fm: fm[1].variant != "w4a8")  # w4a8 before its reference
-    real = ReferenceClock._time_now
-    calls, given = [], []
+    seen = []
 
-    def slowed(self, k, man, only_eager=False):
-        out = real(self, k, man, only_eager)
-        calls.append(man.variant)
-        if len(self.timings.get(k, [])) >= 1:  # every timing after the first: the CPU got 3x slower
-            out = {k_: (v * 3 if k_.startswith(("eager_b", "best_fp32_b")) else v) for k_, v in out.items()}
-        given.append(out)
-        return out
+    def fixed(preds, x_, rounds=9, block_ms=2.0, warmup=1):
+        seen.append(sorted(preds))
+        times = {"variant": 1.0, "best_fp32": 2.0, "eager": 5.0}
+        return {n: [times[n] * (1 + 0.5 * (r % 2)) for r in range(rounds)] for n in preds}  # drift hits all alike
 
-    monkeypatch.setattr(ReferenceClock, "_time_now", slowed)
-    every = replace(FAST, reference_every_s=1e-9)  # re-time before every variant
-    out = evaluate_deployed(order * 2, x, y, runtimes=["torch-eager", "onnxruntime"], cfg=every)
+    monkeypatch.setattr(measure, "paired_times", fixed)
+    out = evaluate_deployed(found, x, y, runtimes=["torch-eager", "onnxruntime"], cfg=FAST)
+    lat = {r["variant"]: r for r in out["latency"]}
+    assert seen == [["best_fp32", "eager", "variant"]] * 2  # w4a8 only (batch 1 and 64); fp32 is the reference
+    assert lat["w4a8"]["speedup_vs_best_fp32_b1"] == pytest.approx(2.0) and lat["w4a8"]["speedup_vs_eager_b64"] == pytest.approx(5.0)
+    assert lat["fp32"]["speedup_vs_best_fp32_b1"] == 1.0
     ref = out["references"][arch_key(SPEC)]
-    # w4a8, fp32 (its own measurement), w4a8 again, fp32 again: two re-timings, two records
-    assert calls == ["w4a8", "w4a8"] and ref["timings"] == 4 and ref["reference"] == "fp32"
-    lo, hi = ref["best_fp32_range_b1"]
-    assert hi / lo > 2  # the planted slowdown is visible in the summary
-    lat = {r["variant"]: r for r in out["latency"]}  # the second measurement of each (dict keeps the last row)
-    res = out["results"]["w4a8"]
-    fastest = lat["w4a8"]["fastest_b1"]
-    implied = lat["w4a8"]["speedup_vs_eager_b1"] * res["runtimes"][fastest]["latency_ms_b1"]
-    assert lat["fp32"]["speedup_vs_best_fp32_b1"] == pytest.approx(1.0)
-    assert implied == pytest.approx(given[-1]["eager_b1"])  # the slowed timing taken just before it
-    # one timing for the whole run when reference_every_s is long: the reference's own measurement
-    calls.clear()
-    out = evaluate_deployed(sorted(found, key=lambda fm: fm[1].variant), x, y, runtimes=["torch-eager", "onnxruntime"],
-                            cfg=replace(FAST, reference_every_s=1e9))
-    assert calls == [] and out["references"][arch_key(SPEC)]["timings"] == 1
+    assert ref["reference"] == "fp32" and ref["timed_blocks"] > 0 and ref["best_fp32_range_b1"][0] <= ref["best_fp32_b1"]
 
 
 def test_speedups_arithmetic_and_reference_choice():
