@@ -155,9 +155,6 @@ class EvaluateConfig(Section):
     budget_s: float = Field(0.05, gt=0, description="seconds of timed calls per (engine, batch size) before the stability test")
     rel_tol: float = Field(0.05, gt=0, lt=1, description="the median may move at most this fraction over the last quarter of calls")
     threads: int | None = Field(None, ge=1, description="torch / runtime threads (null: all cores)")
-    reference_rounds: int = Field(9, ge=1, description="interleaved rounds in which each variant's fastest engine, its fp32 "
-                                  "reference's fastest fp32 engine and the reference in eager are timed together; a speed-up is the "
-                                  "median of the per-round ratios (a shared CPU's speed drifts during a run)")
 
     @field_validator("runtimes")
     @classmethod

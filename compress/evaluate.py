@@ -105,13 +105,12 @@ def _manifest_columns(manifest: Manifest) -> dict:
             "params": manifest.params, "notes": manifest.notes}
 
 
-def measure(folder: Path, manifest: Manifest, test_x: torch.Tensor, test_y: torch.Tensor, cfg, engines, on_built=None) -> dict:
+def measure(folder: Path, manifest: Manifest, test_x: torch.Tensor, test_y: torch.Tensor, cfg, engines) -> dict:
     """:func:`compress.deploy.measure.measure_variant` on ``engines``; a variant no engine could run
     raises the one-line reason (an :class:`ArtifactError` when its files are missing or corrupt)."""
     from compress.deploy.measure import MeasureConfig, measure_variant
 
-    res = measure_variant(folder, manifest, test_x, test_y, cfg=MeasureConfig.from_section(cfg), engines=engines,
-                          on_built=on_built)
+    res = measure_variant(folder, manifest, test_x, test_y, cfg=MeasureConfig.from_section(cfg), engines=engines)
     if not res["runtimes"]:
         load_predictor(folder, manifest)  # the artifact's own runtime names the file at fault, if one is
         why = "; ".join(f"{k}: {v}" for k, v in res["skipped"].items() if not v.startswith("n/a:")) or "no engine applies"
@@ -165,9 +164,8 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
     """Measure every variant of ``found`` on every enabled engine (``cfg.runtimes``; None: every
     installed one); one that fails does not stop the others.  The fp32 reference of each
     architecture (the train stage's baseline, else the first dense fp32 variant, else a model built
-    from the spec; :class:`compress.deploy.measure.ReferenceClock`) is timed in rounds interleaved
-    with each variant's fastest engine, and each row's speed-ups against fp32 eager and the best fp32
-    engine are the medians of the per-round ratios.
+    from the spec; :class:`compress.deploy.measure.ReferenceClock`) is timed right after each variant,
+    and that timing gives the row's speed-ups against fp32 eager and the best fp32 engine.
 
     A variant whose artifact is missing or corrupt (an :class:`ArtifactError`), or that no engine
     could run, becomes a row with no measurements and ``error`` = one line naming the variant,
@@ -186,7 +184,7 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
 
     engines, skipped = resolve_runtimes(getattr(cfg, "runtimes", None))
     mcfg = MeasureConfig.from_section(cfg)
-    clock = ReferenceClock(found, engines, mcfg, test_x)  # fp32 references timed together with each variant
+    clock = ReferenceClock(found, engines, mcfg, test_x)  # fp32 references timed next to each variant
     # 1. one ordered work list: readable manifests and broken ones, by folder
     work = [(folder, man, None) for folder, man in found] + [(e.path.parent, None, e) for e in broken]
     work.sort(key=lambda w: (w[0].parent.name, w[0].name))
@@ -198,10 +196,8 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
             row = failed_row(err.variant or folder.name, err.stage or folder.parent.name, str(err))
         else:
             try:
-                paired: dict = {}
-                pair = None if clock.is_reference(man) else lambda r, p, m=man, d=paired: d.update(clock.pair(m, r, p))
-                res = measure(folder, man, test_x, test_y, cfg, engines, on_built=pair)
-                ref = clock.record(man, res) or paired or None
+                res = measure(folder, man, test_x, test_y, cfg, engines)
+                ref = clock.record(man, res) or clock.current(man)  # the reference timed right after the variant
                 row = table_row(folder, man, res, None)[0]
                 measured.append((folder, man, res, row, ref))
             except ArtifactError as e:
@@ -215,7 +211,7 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
         rows.append(row)
         if on_row is not None:
             on_row(row)
-    # 3. speed-ups against the fp32 reference of each architecture, paired with each variant
+    # 3. speed-ups against the fp32 reference of each architecture, as timed next to each variant
     refs = clock.summary()
     out = details if details is not None else {}
     out.update(engines=[e.name for e in engines], skipped_engines=skipped, references=refs, variants={})

@@ -202,11 +202,11 @@ def reference_table(v: pd.DataFrame, metrics: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for key, r in refs.items():
         name, arch = _arch_label(key)
-        rows.append({"model": name, "architecture": arch, "reference": r.get("reference"), "timed_blocks": r.get("timed_blocks"),
+        rows.append({"model": name, "architecture": arch, "reference": r.get("reference"), "timings": r.get("timings"),
                      **{f"{k}_b{b}": r.get(f"{k}_b{b}") for b in BATCHES for k in ("eager", "best_fp32", "best_fp32_runtime")}})
     if not rows and "reference" in v:
         for ref, g in v.dropna(subset=["reference"]).groupby("reference", sort=False):
-            row = {"model": str(g["model"].iloc[0]), "architecture": str(g["model"].iloc[0]), "reference": ref, "timed_blocks": None}
+            row = {"model": str(g["model"].iloc[0]), "architecture": str(g["model"].iloc[0]), "reference": ref, "timings": None}
             for b in BATCHES:
                 row[f"eager_b{b}"] = float((g[f"speedup_vs_eager_b{b}"] * g[f"latency_ms_b{b}"]).median())
                 row[f"best_fp32_b{b}"] = float((g[f"speedup_vs_best_fp32_b{b}"] * g[f"latency_ms_b{b}"]).median())
@@ -348,23 +348,22 @@ def speed_section(v: pd.DataFrame, base: pd.Series | None, metrics: dict[str, di
          f"batch 256 (`metrics/latency.json`). A variant's latency is its **fastest** engine at that batch size. Speed-ups "
          f"compare it with the fp32 reference of the **same architecture**, twice: against that model in PyTorch eager, and "
          f"against the **best fp32 deployment** (the fastest engine running the fp32 model). Only the second says whether "
-         f"compression, rather than a better runtime, made inference faster. Each ratio is paired: the variant's fastest engine, "
-         f"the reference's fastest fp32 engine and the reference in eager are timed in interleaved rounds "
-         f"(`evaluate.reference_rounds`), and the speed-up is the median of the per-round ratios, because a shared CPU's speed "
-         f"drifts within a run and a reference timed at another moment would carry that moment into the ratio.", ""]
+         f"compression, rather than a better runtime, made inference faster. The reference is timed again right after each "
+         f"variant, and the variant's ratios use that timing: a shared CPU's speed drifts within a run, and a reference timed "
+         f"at another moment would carry that moment into the ratio.", ""]
     if len(comp):
         L += [f"**In this run**: {_count_line(comp, 1)}; {_count_line(comp, 256)}.", ""]
     refs = reference_table(s, metrics)
     if len(refs):
         t = pd.DataFrame({"architecture": refs["architecture"], "fp32 reference": refs["reference"],
                           "variants compared": refs["variants"],
-                          "timed blocks": refs["timed_blocks"].map(lambda n: "?" if n is None or pd.isna(n) else f"{int(n)}"),
+                          "timings": refs["timings"].map(lambda n: "?" if n is None or pd.isna(n) else f"{int(n)}"),
                           **{f"eager ms b{b}": refs[f"eager_b{b}"].map(_ms) for b in BATCHES},
                           **{f"best fp32 ms b{b} [engine]": [f"{_ms(x)} [{e}]" if isinstance(e, str) else _ms(x) for x, e in
                                                              zip(refs[f"best_fp32_b{b}"], refs[f"best_fp32_runtime_b{b}"])]
                              for b in BATCHES}})
         L += ["The fp32 reference of each architecture (a variant of the table, or a model of the same spec built and timed "
-              "by evaluate when the table has none), with the median of all its timed blocks during the run:", "", _md_table(t), ""]
+              "by evaluate when the table has none), with the median of its timings during the run:", "", _md_table(t), ""]
     parent = s[s["vs_parent"]]
     if len(parent) and base is not None:
         L += [f"{', '.join(f'`{n}`' for n in parent['variant'])}: a smaller dense architecture, hence its own fp32 reference "

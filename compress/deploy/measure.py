@@ -17,8 +17,8 @@ number (engines run single-stream; ONNX Runtime / OpenVINO kernels are determini
 thread count).  The fastest runtime is a latency fact and goes only into latency outputs.
 
 Speed-ups (:func:`speedups`) compare a variant with the fp32 reference of its architecture:
-its PyTorch eager latency and its fastest fp32 runtime, timed in rounds interleaved with the variant's
-fastest engine (:class:`ReferenceClock`: a shared CPU's speed drifts during a run).
+its PyTorch eager latency and its fastest fp32 runtime, timed right after the variant
+(:class:`ReferenceClock`: a shared CPU's speed drifts during a run).
 """
 from __future__ import annotations
 
@@ -51,14 +51,12 @@ class MeasureConfig:
     rel_tol: float = 0.05
     ops: bool = True  # record which kernels ran in low precision (one extra engine build for ONNX Runtime)
     sim: bool = True  # also the simulated form's accuracy (accuracy_sim)
-    reference_rounds: int = 9  # interleaved rounds of variant / reference timing per batch size
 
     def __post_init__(self):
         checks = [("batch_size", self.batch_size >= 1, ">= 1"), ("warmup", self.warmup >= 0, ">= 0"),
                   ("min_repeats", self.min_repeats >= 1, ">= 1"), ("max_repeats", self.max_repeats >= self.min_repeats,
                                                                  ">= min_repeats"),
                   ("budget_s", self.budget_s > 0, "> 0"), ("rel_tol", 0 < self.rel_tol < 1, "in (0, 1)"),
-                  ("reference_rounds", self.reference_rounds >= 1, ">= 1"),
                   ("latency_batches", len(self.latency_batches) > 0 and all(int(b) >= 1 for b in self.latency_batches),
                    "a non-empty list of batch sizes >= 1")]
         for key, ok, allowed in checks:
@@ -158,15 +156,13 @@ def measure_predictor(predict: EnginePredictor, test_x: torch.Tensor, test_y: to
 
 def measure_variant(folder: str | Path, manifest: Manifest, test_x: torch.Tensor, test_y: torch.Tensor,
                     runtimes: list[str] | None = None, cfg: MeasureConfig | None = None,
-                    engines: list[Engine] | None = None, on_result: Callable[[str, dict], None] | None = None,
-                    on_built: Callable[[dict, dict[str, EnginePredictor]], None] | None = None) -> dict:
+                    engines: list[Engine] | None = None, on_result: Callable[[str, dict], None] | None = None) -> dict:
     """Build every applicable predictor of the variant (one per enabled runtime), measure each.
 
     ``runtimes``: engine names (None: every installed one); ``engines`` overrides it with
     resolved engines (evaluate resolves once).  A runtime that is not installed or cannot run
     this variant is listed in ``skipped`` with the reason; nothing else is lost.  ``on_result``
-    is called with (runtime, result) as each one finishes; ``on_built(res, predictors)`` once every
-    runtime is measured, while the predictors are still built (paired reference timing).  Returns::
+    is called with (runtime, result) as each one finishes.  Returns::
 
         {"variant", "runtimes": {name: result}, "skipped": {name: reason}, "fastest": {"b1": name, ...},
          "accuracy_sim": float | None, "graphs": [labels], "build_s": seconds}
@@ -208,8 +204,6 @@ def measure_variant(folder: str | Path, manifest: Manifest, test_x: torch.Tensor
     for b in cfg.latency_batches:
         timed = {n: r[f"latency_ms_b{b}"] for n, r in res["runtimes"].items()}
         res["fastest"][f"b{b}"] = min(timed, key=timed.get) if timed else None
-    if on_built is not None and res["runtimes"]:
-        on_built(res, {n: p for n, p in preds.items() if n in res["runtimes"]})
     if cfg.sim and manifest.sim is not None:
         t_sim = time.perf_counter()
         res["accuracy_sim"], res["accuracy_sim_source"] = _sim_accuracy(folder, manifest, preds.get("torch-eager"),
@@ -299,52 +293,45 @@ def reference_latencies(measured: dict) -> dict:
     return out
 
 
-def _block_ms(p: Callable, x: torch.Tensor, n: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(n):
+def quick_ms(p: Callable, x: torch.Tensor, warmup: int = 2, min_calls: int = 5, min_ms: float = 3.0,
+             max_calls: int = 200) -> float:
+    """Median ms of one call over at least ``min_calls`` calls lasting at least ``min_ms`` together
+    (after ``warmup``): a short timing, for a reference timed next to each variant."""
+    for _ in range(warmup):
         p(x)
-    return (time.perf_counter() - t0) * 1e3 / n
-
-
-def paired_times(preds: dict[str, Callable], x: torch.Tensor, rounds: int = 9, block_ms: float = 2.0,
-                 warmup: int = 1) -> dict[str, list[float]]:
-    """Per-call ms of each predictor, timed in ``rounds`` interleaved rounds (the order rotates each
-    round); a timed block repeats a call until it lasts ~``block_ms``.  Ratios of the same round
-    compare two engines at the same moment of a CPU whose speed drifts."""
-    names = list(preds)
-    reps = {}
-    for n in names:
-        for _ in range(warmup):
-            preds[n](x)
-        reps[n] = max(1, min(200, int(block_ms / max(_block_ms(preds[n], x, 1), 1e-3))))
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for n in names[r % len(names):] + names[: r % len(names)]:
-            out[n].append(_block_ms(preds[n], x, reps[n]))
-    return out
+    times: list[float] = []
+    while len(times) < max_calls and (len(times) < min_calls or sum(times) < min_ms):
+        t0 = time.perf_counter()
+        p(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
 
 
 class ReferenceClock:
-    """The fp32 reference of each architecture, timed TOGETHER with each variant compared with it.
+    """The fp32 reference of each architecture, timed NEXT TO each variant compared with it.
 
-    A shared CPU's speed drifts within one evaluate run, in phases of seconds (measured on a 2-core
-    cloud VM with 80 % idle and no steal: LeNet-5's ORT fp32 graph at batch 256 alternates between
-    2.1 and 3.7 ms).  A reference timed once, or every few seconds, carries its moment into the
-    speed-ups.  So :meth:`pair` times the variant's fastest engine, the reference's fastest fp32
-    engine and the reference in PyTorch eager in interleaved rounds (:func:`paired_times`) at each
-    batch size, and a speed-up is the median of the per-round ratios.  The reference: the train
-    stage's baseline, else the first dense fp32 variant of the architecture (e.g. monarch-dense-ref,
-    binary-fp32-mlp), else a model built from the spec (seed-0 weights: latency does not depend on
-    the values); its fastest fp32 engine per batch size comes from its own measurement (every
-    enabled engine, :meth:`record`) or, without one, from timing every fp32 engine once.
-    :meth:`summary` gives per architecture the medians of the reference times and their range."""
+    A shared CPU's speed drifts within one evaluate run, in phases of a second or more (measured on a
+    2-core cloud VM, the guest 80 % idle, no steal reported: LeNet-5's ORT fp32 graph at batch 256
+    alternates between 2.1 and 3.6 ms).  A reference timed once carries its moment into every
+    speed-up of its architecture: in one full run the baseline's ORT fp32 took 0.058 ms at batch 1
+    while the same dense graph took 0.029 ms in other minutes, and 29 of 76 variants looked faster
+    than the best fp32 deployment.  So right after each variant is measured, :meth:`current` times
+    the reference on its fastest fp32 engine and in PyTorch eager at each batch size
+    (:func:`quick_ms`: ~3 ms of calls after warm-up), and the variant's speed-ups use that timing.
+    (Interleaving single calls of the two models instead was measured to be worse: each engine's
+    threads keep spinning after a call and slowed the next engine's call, eager 2.4x.)
+    The reference: the train stage's baseline, else the first dense fp32 variant of the architecture
+    (e.g. monarch-dense-ref, binary-fp32-mlp), else a model built from the spec (seed-0 weights:
+    latency does not depend on the values); its fastest fp32 engine per batch size comes from its
+    own measurement (every enabled engine, :meth:`record`) or, without one, from timing every fp32
+    engine once.  :meth:`summary` gives per architecture the medians of its timings and their range."""
 
     def __init__(self, found: Sequence[tuple[Path, Manifest]], engines: list[Engine], cfg: MeasureConfig,
                  test_x: torch.Tensor):
         from compress.deploy.engines import get_engine
 
         self.engines = engines + [get_engine("torch-eager")] * all(e.name != "torch-eager" for e in engines)
-        self.cfg, self.test_x, self.rounds = cfg, test_x, cfg.reference_rounds
+        self.cfg, self.test_x = cfg, test_x
         self.chosen: dict[str, tuple[Path, Manifest]] = {}
         for folder, man in sorted(found, key=lambda fm: fm[1].stage != "train"):  # the trained baseline first
             if arch_key(man.model) not in self.chosen and is_fp32_reference(man):
@@ -370,42 +357,32 @@ class ReferenceClock:
         self._keep(k, lat)
         return lat
 
-    def pair(self, man: Manifest, res: dict, preds: dict[str, EnginePredictor]) -> dict:
-        """Paired speed-ups of a measured variant (``res``: its measure_variant result, ``preds``: its
-        predictors, still built): {"reference", "speedup_vs_eager_b<B>", "speedup_vs_best_fp32_b<B>",
-        "eager_b<B>", "best_fp32_b<B>", "best_fp32_runtime_b<B>" (the reference's medians in the pairing)}."""
+    def current(self, man: Manifest) -> dict:
+        """The reference of ``man``'s architecture timed now: {"reference", "eager_b<B>", "best_fp32_b<B>",
+        "best_fp32_runtime_b<B>"}."""
         k = arch_key(man.model)
         name, rpreds = self._predictors(k, man)
         if k not in self.first:
             self.first[k] = self._time_all(k, man)
             self._keep(k, self.first[k])
+            return self.first[k]
         out: dict = {"reference": name}
         for b in self.cfg.latency_batches:
-            var = res.get("fastest", {}).get(f"b{b}")
+            x = _example(self.test_x, b)
             best = self.first[k].get(f"best_fp32_runtime_b{b}")
-            if var is None or var not in preds:
-                continue
-            cands = {"variant": preds[var]}
-            if best in rpreds:
-                cands["best_fp32"] = rpreds[best]
             if "torch-eager" in rpreds:
-                cands["eager"] = rpreds["torch-eager"]
-            t = paired_times(cands, _example(self.test_x, b), self.rounds)
-            for tag in ("eager", "best_fp32"):
-                if tag in t:
-                    out[f"speedup_vs_{tag}_b{b}"] = statistics.median(r / v for r, v in zip(t[tag], t["variant"]))
-                    out[f"{tag}_b{b}"] = statistics.median(t[tag])
-                    self.times.setdefault(k, {}).setdefault(f"{tag}_b{b}", []).extend(t[tag])
+                out[f"eager_b{b}"] = quick_ms(rpreds["torch-eager"], x)
             if best in rpreds:
-                out[f"best_fp32_runtime_b{b}"] = best
+                out[f"best_fp32_b{b}"], out[f"best_fp32_runtime_b{b}"] = quick_ms(rpreds[best], x), best
+        self._keep(k, out)
         return out
 
     def summary(self) -> dict[str, dict]:
-        """{arch_key: {"reference", "timed_calls", "eager_b<B>", "best_fp32_b<B>" (medians over every timing),
+        """{arch_key: {"reference", "timings", "eager_b<B>", "best_fp32_b<B>" (medians over the timings),
         "best_fp32_runtime_b<B>", "best_fp32_range_b<B>": [min, max]}}."""
         out = {}
         for k, first in self.first.items():
-            row = {"reference": first["reference"], "timed_blocks": sum(len(v) for v in self.times.get(k, {}).values())}
+            row = {"reference": first["reference"], "timings": max((len(v) for v in self.times.get(k, {}).values()), default=0)}
             for b in self.cfg.latency_batches:
                 for key in (f"eager_b{b}", f"best_fp32_b{b}"):
                     vals = self.times.get(k, {}).get(key, [])
@@ -467,18 +444,15 @@ class ReferenceClock:
 
 def speedups(result: dict, ref: dict) -> dict:
     """``speedup_vs_eager_b<B>`` (reference eager / variant fastest) and ``speedup_vs_best_fp32_b<B>``
-    (reference fastest fp32 runtime / variant fastest), per latency batch size: the paired ratios when
-    ``ref`` has them (:meth:`ReferenceClock.pair`), else from the two latencies."""
+    (reference fastest fp32 runtime / variant fastest), per latency batch size (``ref``: the reference
+    as timed next to the variant, :meth:`ReferenceClock.current`)."""
     out = {}
     for b, name in result.get("fastest", {}).items():
         if name is None:
             continue
         ms = result["runtimes"][name][f"latency_ms_{b}"]
         for tag, k in (("eager", f"eager_{b}"), ("best_fp32", f"best_fp32_{b}")):
-            if f"speedup_vs_{tag}_{b}" in ref:  # paired with the variant (ReferenceClock.pair)
-                out[f"speedup_vs_{tag}_{b}"] = ref[f"speedup_vs_{tag}_{b}"]
-            else:
-                out[f"speedup_vs_{tag}_{b}"] = ref[k] / ms if k in ref and ms > 0 else None
+            out[f"speedup_vs_{tag}_{b}"] = ref[k] / ms if k in ref and ms > 0 else None
     return out
 
 
@@ -535,21 +509,19 @@ def evaluate_deployed(found: list[tuple[Path, Manifest]], test_x: torch.Tensor, 
     cfg = cfg or MeasureConfig()
     engines, skipped = resolve_runtimes(runtimes, key)
     t0 = time.perf_counter()
-    results, items, ref_at = {}, [], {}
+    results, items = {}, []
     clock = ReferenceClock(found, engines, cfg, test_x)
     for folder, man in found:
-        paired: dict = {}
-        res = measure_variant(folder, man, test_x, test_y, cfg=cfg, engines=engines,
-                              on_built=None if clock.is_reference(man) else lambda r, p, m=man: paired.update(clock.pair(m, r, p)))
-        ref_at[man.variant] = clock.record(man, res) or paired or None
+        res = measure_variant(folder, man, test_x, test_y, cfg=cfg, engines=engines)
+        ref = clock.record(man, res) or (clock.current(man) if res["runtimes"] else None)  # timed right after it
         results[man.variant] = res
-        items.append((folder, man, res))
+        items.append((man, res, ref))
         if on_variant is not None:
             on_variant(man, res)
     refs = clock.summary()
     det, lat = [], []
-    for _, man, res in items:
-        d, l_ = variant_rows(man, res, ref_at[man.variant])
+    for man, res, ref in items:
+        d, l_ = variant_rows(man, res, ref)
         det.append(d)
         lat.append(l_)
     return {"engines": [e.name for e in engines], "skipped_runtimes": skipped, "threads": torch.get_num_threads(),
@@ -573,7 +545,7 @@ __all__ = [
     "arch_key",
     "evaluate_deployed",
     "ReferenceClock",
-    "paired_times",
+    "quick_ms",
     "is_fp32_reference",
     "measure_predictor",
     "measure_variant",

@@ -101,50 +101,35 @@ def test_evaluate_deployed_rows_references_and_bad_input(variants):
     assert lat["w4a8"]["lowp_ops_b1"].startswith(("int8 2/2", "int8 0/2"))
 
 
-def test_paired_rounds_cancel_cpu_drift():
-    """Two engines on a CPU whose speed changes 3x every 40 ms: timed apart, their ratio depends on the
-    moments; timed in interleaved rounds, the median of the per-round ratios is the true one (2x)."""
-    from compress.deploy.measure import paired_times
-
-    def slowness():
-        return 3.0 if int(time.perf_counter() / 0.04) % 2 else 1.0
-
-    def busy(ms):
-        def run(_x):
-            end = time.perf_counter() + ms * slowness() / 1e3
-            while time.perf_counter() < end:
-                pass
-        return run
-
-    t = paired_times({"fast": busy(0.5), "slow": busy(1.0)}, torch.zeros(1), rounds=15, block_ms=2.0)
-    ratios = sorted(s_ / f for s_, f in zip(t["slow"], t["fast"]))
-    assert len(t["fast"]) == len(t["slow"]) == 15
-    assert 1.5 < ratios[len(ratios) // 2] < 2.7  # the median ratio: ~2 whatever the phase
-    assert max(t["fast"]) / min(t["fast"]) > 2  # while each engine's own times swing with the CPU
-
-
-def test_speedups_are_the_paired_ratios(variants, monkeypatch):
-    """evaluate_deployed: a variant's speed-ups are the medians of the paired per-round ratios against its
-    architecture's reference (fastest fp32 engine and eager), not ratios of latencies taken at different
-    moments; the reference against itself is exactly 1."""
+def test_reference_is_timed_next_to_each_variant(variants, monkeypatch):
+    """evaluate_deployed: after each variant the fp32 reference is timed again (its fastest fp32 engine and
+    eager, each batch size) and the variant's speed-ups use THAT timing, not one from another moment of a
+    CPU whose speed drifts; the reference against itself is exactly 1, from its own measurement."""
     import compress.deploy.measure as measure
 
     found, x, y = variants
-    seen = []
+    given = []
 
-    def fixed(preds, x_, rounds=9, block_ms=2.0, warmup=1):
-        seen.append(sorted(preds))
-        times = {"variant": 1.0, "best_fp32": 2.0, "eager": 5.0}
-        return {n: [times[n] * (1 + 0.5 * (r % 2)) for r in range(rounds)] for n in preds}  # drift hits all alike
+    def drifting(p, x_, **kw):  # every timing slower than the one before: a CPU slowing down
+        given.append(0.01 * (len(given) + 1))
+        return given[-1]
 
-    monkeypatch.setattr(measure, "paired_times", fixed)
-    out = evaluate_deployed(found, x, y, runtimes=["torch-eager", "onnxruntime"], cfg=FAST)
-    lat = {r["variant"]: r for r in out["latency"]}
-    assert seen == [["best_fp32", "eager", "variant"]] * 2  # w4a8 only (batch 1 and 64); fp32 is the reference
-    assert lat["w4a8"]["speedup_vs_best_fp32_b1"] == pytest.approx(2.0) and lat["w4a8"]["speedup_vs_eager_b64"] == pytest.approx(5.0)
-    assert lat["fp32"]["speedup_vs_best_fp32_b1"] == 1.0
+    monkeypatch.setattr(measure, "quick_ms", drifting)
+    order = sorted(found, key=lambda fm: fm[1].variant) * 2  # fp32 (the reference), w4a8, fp32, w4a8
+    out = evaluate_deployed(order, x, y, runtimes=["torch-eager", "onnxruntime"], cfg=FAST)
+    assert len(given) == 2 * 4  # after each w4a8: eager and best fp32 at batch 1 and 64
+    lat = [r for r in out["latency"] if r["variant"] == "w4a8"]
+    res = out["results"]["w4a8"]  # the second measurement
+    for b, (eager, best) in ((1, given[4:6]), (64, given[6:8])):
+        ms = res["runtimes"][res["fastest"][f"b{b}"]][f"latency_ms_b{b}"]
+        assert lat[1][f"speedup_vs_eager_b{b}"] == pytest.approx(eager / ms)
+        assert lat[1][f"speedup_vs_best_fp32_b{b}"] == pytest.approx(best / ms)
+    assert lat[0]["speedup_vs_best_fp32_b1"] != pytest.approx(lat[1]["speedup_vs_best_fp32_b1"])
+    fp32 = [r for r in out["latency"] if r["variant"] == "fp32"]
+    assert [r["speedup_vs_best_fp32_b1"] for r in fp32] == [1.0, 1.0], fp32
     ref = out["references"][arch_key(SPEC)]
-    assert ref["reference"] == "fp32" and ref["timed_blocks"] > 0 and ref["best_fp32_range_b1"][0] <= ref["best_fp32_b1"]
+    assert ref["reference"] == "fp32" and ref["timings"] == 4  # two own measurements, two timings after w4a8
+    assert ref["best_fp32_range_b1"][1] == pytest.approx(given[5])
 
 
 def test_speedups_arithmetic_and_reference_choice():
