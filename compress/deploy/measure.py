@@ -293,20 +293,6 @@ def reference_latencies(measured: dict) -> dict:
     return out
 
 
-def quick_ms(p: Callable, x: torch.Tensor, warmup: int = 2, min_calls: int = 5, min_ms: float = 3.0,
-             max_calls: int = 200) -> float:
-    """Median ms of one call over at least ``min_calls`` calls lasting at least ``min_ms`` together
-    (after ``warmup``): a short timing, for a reference timed next to each variant."""
-    for _ in range(warmup):
-        p(x)
-    times: list[float] = []
-    while len(times) < max_calls and (len(times) < min_calls or sum(times) < min_ms):
-        t0 = time.perf_counter()
-        p(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 class ReferenceClock:
     """The fp32 reference of each architecture, timed NEXT TO each variant compared with it.
 
@@ -316,10 +302,12 @@ class ReferenceClock:
     speed-up of its architecture: in one full run the baseline's ORT fp32 took 0.058 ms at batch 1
     while the same dense graph took 0.029 ms in other minutes, and 29 of 76 variants looked faster
     than the best fp32 deployment.  So right after each variant is measured, :meth:`current` times
-    the reference on its fastest fp32 engine and in PyTorch eager at each batch size
-    (:func:`quick_ms`: ~3 ms of calls after warm-up), and the variant's speed-ups use that timing.
-    (Interleaving single calls of the two models instead was measured to be worse: each engine's
-    threads keep spinning after a call and slowed the next engine's call, eager 2.4x.)
+    the reference on its fastest fp32 engine and in PyTorch eager at each batch size, with the
+    variant's own protocol (warm-up, then calls until the median is stable; half the time budget),
+    and the variant's speed-ups use that timing.  (Interleaving single calls of the two models was
+    measured to be worse: each engine's threads keep spinning after a call and slow the next
+    engine's call, eager 2.4x; so was a 3-ms timing, whose first calls still felt the variant's
+    engines.)
     The reference: the train stage's baseline, else the first dense fp32 variant of the architecture
     (e.g. monarch-dense-ref, binary-fp32-mlp), else a model built from the spec (seed-0 weights:
     latency does not depend on the values); its fastest fp32 engine per batch size comes from its
@@ -370,12 +358,18 @@ class ReferenceClock:
         for b in self.cfg.latency_batches:
             x = _example(self.test_x, b)
             best = self.first[k].get(f"best_fp32_runtime_b{b}")
-            if "torch-eager" in rpreds:
-                out[f"eager_b{b}"] = quick_ms(rpreds["torch-eager"], x)
+            for key, n in (("eager", "torch-eager"), ("best_fp32", best)):
+                if n in rpreds:
+                    out[f"{key}_b{b}"] = self._time(rpreds[n], x)
             if best in rpreds:
-                out[f"best_fp32_b{b}"], out[f"best_fp32_runtime_b{b}"] = quick_ms(rpreds[best], x), best
+                out[f"best_fp32_runtime_b{b}"] = best
         self._keep(k, out)
         return out
+
+    def _time(self, p: EnginePredictor, x: torch.Tensor) -> float:
+        """The variant's own protocol (warm-up, calls until the median is stable), half its time budget."""
+        c = self.cfg
+        return adaptive_latency(p, x, c.warmup, c.min_repeats, c.max_repeats, c.budget_s / 2, c.rel_tol)["median_ms"]
 
     def summary(self) -> dict[str, dict]:
         """{arch_key: {"reference", "timings", "eager_b<B>", "best_fp32_b<B>" (medians over the timings),
@@ -545,7 +539,6 @@ __all__ = [
     "arch_key",
     "evaluate_deployed",
     "ReferenceClock",
-    "quick_ms",
     "is_fp32_reference",
     "measure_predictor",
     "measure_variant",

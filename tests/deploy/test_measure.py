@@ -110,11 +110,11 @@ def test_reference_is_timed_next_to_each_variant(variants, monkeypatch):
     found, x, y = variants
     given = []
 
-    def drifting(p, x_, **kw):  # every timing slower than the one before: a CPU slowing down
+    def drifting(self, p, x_):  # every timing slower than the one before: a CPU slowing down
         given.append(0.01 * (len(given) + 1))
         return given[-1]
 
-    monkeypatch.setattr(measure, "quick_ms", drifting)
+    monkeypatch.setattr(measure.ReferenceClock, "_time", drifting)
     order = sorted(found, key=lambda fm: fm[1].variant) * 2  # fp32 (the reference), w4a8, fp32, w4a8
     out = evaluate_deployed(order, x, y, runtimes=["torch-eager", "onnxruntime"], cfg=FAST)
     assert len(given) == 2 * 4  # after each w4a8: eager and best fp32 at batch 1 and 64
