@@ -192,14 +192,27 @@ _ORT_INT8 = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInte
              "DynamicQuantizeMatMul")
 
 
-def ort_session(model_bytes: bytes, optimized_path: str | None = None):
+def ort_options():
+    """ONNX Runtime session options of every engine session: the shared thread count, one inter-op
+    thread, and no spin-waiting.  Measured (LeNet-5, batch 256, 2 cores): with ORT's default spinning,
+    its idle pool threads keep a core busy after each call, and PyTorch eager timed right after ran
+    16.7 ms instead of 9.3 (1.8x); without spinning, eager after ORT equals eager alone and ORT's
+    own latency is unchanged (0.033 ms at batch 1, 3.6 ms at batch 256, both ways)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = _threads()
     so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
+    return so
+
+
+def ort_session(model_bytes: bytes, optimized_path: str | None = None):
+    import onnxruntime as ort
+
+    so = ort_options()
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if optimized_path:
         so.optimized_model_filepath = optimized_path
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
@@ -239,11 +252,9 @@ def ort_profile(model_bytes: bytes, x: torch.Tensor, runs: int = 20) -> list[dic
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = _threads(), 1
+        so = ort_options()
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "ort")
-        so.log_severity_level = 3
         sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
         feed = {sess.get_inputs()[0].name: x.detach().contiguous().numpy()}
         for _ in range(_PROFILE_WARMUP + runs):

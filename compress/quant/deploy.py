@@ -183,6 +183,7 @@ class OrtPredictor:
         so = ort.SessionOptions()
         so.intra_op_num_threads = torch.get_num_threads()
         so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as compress.deploy.engines.ort_options
         if not Path(path).is_file():
             raise missing(path)
         try:
