@@ -189,3 +189,11 @@ def test_sim_with_weights_fake_quantized_once_is_bit_identical(quantizer):
     with torch.no_grad():
         assert torch.equal(frozen(x), q(x))
     assert all(getattr(mod, "wspec", None) is None for mod in frozen.modules())
+
+
+def test_ort_sessions_do_not_spin():
+    """ONNX Runtime's spinning pool threads slowed the next engine timed after it (eager 1.8x at batch 256):
+    every engine session and the PTQ runtime's session turn spinning off."""
+    from compress.deploy.engines import ort_options
+
+    assert ort_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
