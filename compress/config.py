@@ -146,7 +146,8 @@ class TrainConfig(FitConfig):
 class EvaluateConfig(Section):
     runtimes: list[str] | None = Field(None, description="deploy engines every variant is measured on, in this order (the "
                                        "first that runs a variant gives its `accuracy`): torch-eager, torch-sparse, onnxruntime, "
-                                       "openvino, pt2e, pt2e-aoti; null: every installed one")
+                                       "openvino, pt2e, pt2e-aoti; null: every installed one, except pt2e when pt2e-aoti runs (the same "
+                                       "program on the same kernels, slower; name it to time it)")
     batch_size: int = Field(256, ge=1, description="batch size of the test-accuracy pass (its timed calls are the batch-256 latency)")
     latency_batches: list[int] = Field(default_factory=lambda: [1, 256], description="batch sizes timed (must be [1, 256])")
     warmup: int = Field(3, ge=0, description="untimed calls before timing")

@@ -102,9 +102,9 @@ def test_evaluate_deployed_rows_references_and_bad_input(variants):
 
 
 def test_reference_is_timed_next_to_each_variant(variants, monkeypatch):
-    """evaluate_deployed: after each variant the fp32 reference is timed again (its fastest fp32 engine and
-    eager, each batch size) and the variant's speed-ups use THAT timing, not one from another moment of a
-    CPU whose speed drifts; the reference against itself is exactly 1, from its own measurement."""
+    """evaluate_deployed: after each variant the fp32 reference is timed again on its fastest fp32 engine
+    (each batch size) and the variant's speed-up against it uses THAT timing, not one from another moment
+    of a CPU whose speed drifts; the reference against itself is exactly 1, from its own measurement."""
     import compress.deploy.measure as measure
 
     found, x, y = variants
@@ -117,19 +117,20 @@ def test_reference_is_timed_next_to_each_variant(variants, monkeypatch):
     monkeypatch.setattr(measure.ReferenceClock, "_time", drifting)
     order = sorted(found, key=lambda fm: fm[1].variant) * 2  # fp32 (the reference), w4a8, fp32, w4a8
     out = evaluate_deployed(order, x, y, runtimes=["torch-eager", "onnxruntime"], cfg=FAST)
-    assert len(given) == 2 * 4  # after each w4a8: eager and best fp32 at batch 1 and 64
+    assert len(given) == 2 * 2  # after each w4a8: the best fp32 engine at batch 1 and 64
     lat = [r for r in out["latency"] if r["variant"] == "w4a8"]
     res = out["results"]["w4a8"]  # the second measurement
-    for b, (eager, best) in ((1, given[4:6]), (64, given[6:8])):
+    own = out["results"]["fp32"]["runtimes"]["torch-eager"]  # eager: the reference's own (second) measurement
+    for b, best in ((1, given[2]), (64, given[3])):
         ms = res["runtimes"][res["fastest"][f"b{b}"]][f"latency_ms_b{b}"]
-        assert lat[1][f"speedup_vs_eager_b{b}"] == pytest.approx(eager / ms)
         assert lat[1][f"speedup_vs_best_fp32_b{b}"] == pytest.approx(best / ms)
+        assert lat[1][f"speedup_vs_eager_b{b}"] == pytest.approx(own[f"latency_ms_b{b}"] / ms)
     assert lat[0]["speedup_vs_best_fp32_b1"] != pytest.approx(lat[1]["speedup_vs_best_fp32_b1"])
     fp32 = [r for r in out["latency"] if r["variant"] == "fp32"]
     assert [r["speedup_vs_best_fp32_b1"] for r in fp32] == [1.0, 1.0], fp32
     ref = out["references"][arch_key(SPEC)]
     assert ref["reference"] == "fp32" and ref["timings"] == 4  # two own measurements, two timings after w4a8
-    assert ref["best_fp32_range_b1"][1] == pytest.approx(given[5])
+    assert ref["best_fp32_range_b1"][1] == pytest.approx(given[2])
 
 
 def test_speedups_arithmetic_and_reference_choice():
@@ -197,3 +198,17 @@ def test_ort_sessions_do_not_spin():
     from compress.deploy.engines import ort_options
 
     assert ort_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_default_engines_leave_out_a_superseded_one():
+    """evaluate.runtimes null: every installed engine except pt2e when pt2e-aoti is usable too (same program,
+    same kernels, slower); named explicitly, pt2e is timed."""
+    from compress.deploy.engines import get_engine, resolve_runtimes
+
+    usable, skipped = resolve_runtimes(None)
+    names = [e.name for e in usable]
+    if get_engine("pt2e-aoti").check() is None:
+        assert "pt2e" not in names and "pt2e-aoti" in names
+        assert skipped["pt2e"].startswith("left out by default: pt2e-aoti runs the same graphs") and "evaluate.runtimes" in skipped["pt2e"]
+    named, _ = resolve_runtimes(["pt2e", "onnxruntime"])
+    assert [e.name for e in named] == ["pt2e", "onnxruntime"] or get_engine("pt2e").check() is not None
