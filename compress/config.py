@@ -153,7 +153,7 @@ class EvaluateConfig(Section):
     warmup: int = Field(3, ge=0, description="untimed calls before timing")
     min_repeats: int = Field(5, ge=1, description="timed calls at least; then until budget_s is spent and the median is stable")
     max_repeats: int = Field(300, ge=1, description="timed calls at most")
-    budget_s: float = Field(0.05, gt=0, description="seconds of timed calls per (engine, batch size) before the stability test")
+    budget_s: float = Field(0.03, gt=0, description="seconds of timed calls per (engine, batch size) before the stability test")
     rel_tol: float = Field(0.05, gt=0, lt=1, description="the median may move at most this fraction over the last quarter of calls")
     threads: int | None = Field(None, ge=1, description="torch / runtime threads (null: all cores)")
 

@@ -47,7 +47,7 @@ class MeasureConfig:
     warmup: int = 3
     min_repeats: int = 5
     max_repeats: int = 300
-    budget_s: float = 0.05  # per (runtime, batch size) latency measurement
+    budget_s: float = 0.03  # per (runtime, batch size) latency measurement
     rel_tol: float = 0.05
     ops: bool = True  # record which kernels ran in low precision (one extra engine build for ONNX Runtime)
     sim: bool = True  # also the simulated form's accuracy (accuracy_sim)

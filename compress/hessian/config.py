@@ -52,7 +52,8 @@ class HawqConfig(Section):
         "eigenvalue", description="ILP weight per block: lambda_i (HAWQ) or Tr(H_i)/n_i (HAWQ-v2)")
     act_bits: int | None = Field(8, ge=2, le=16, description="activation bits (null: float activations)")
     observer: str = Field("minmax", description="activation-range observer (calibration split)")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="fine-tune seeds of the HAWQ-vs-uniform claim")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], description="fine-tune seeds of the HAWQ-vs-uniform claim "
+                             "(the paper preset: 3)")
     finetune: FitConfig = Field(default_factory=FitConfig, description="block-wise QAT in Omega order: this FitConfig "
                                                                         "block per block (max_iterations: steps per block)")
     joint: FitConfig | None = Field(None, description="then joint QAT of every parameter (a FitConfig block; null: none)")
