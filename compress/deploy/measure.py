@@ -376,7 +376,8 @@ class ReferenceClock:
 
     def summary(self) -> dict[str, dict]:
         """{arch_key: {"reference", "timings", "eager_b<B>", "best_fp32_b<B>" (medians over the timings),
-        "best_fp32_runtime_b<B>", "best_fp32_range_b<B>": [min, max]}}."""
+        "best_fp32_runtime_b<B>", "best_fp32_range_b<B>": [min, max], "best_fp32_spread_b<B>": p90 / p10 - 1
+        of the timings (5 or more), the run's own measure of its timing noise}}."""
         out = {}
         for k, first in self.first.items():
             row = {"reference": first["reference"], "timings": max((len(v) for v in self.times.get(k, {}).values()), default=0)}
@@ -387,6 +388,9 @@ class ReferenceClock:
                         row[key] = statistics.median(vals)
                         if key.startswith("best"):
                             row[f"best_fp32_range_b{b}"] = [min(vals), max(vals)]
+                            if len(vals) >= 5:  # the CPU's drift over the run: p90 / p10 - 1 of the same model's timings
+                                q = statistics.quantiles(vals, n=10)
+                                row[f"best_fp32_spread_b{b}"] = q[-1] / q[0] - 1
                 if f"best_fp32_runtime_b{b}" in first:
                     row[f"best_fp32_runtime_b{b}"] = first[f"best_fp32_runtime_b{b}"]
             out[k] = row
