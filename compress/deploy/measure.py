@@ -305,8 +305,8 @@ class ReferenceClock:
     the reference on its fastest fp32 engine at each batch size, with the variant's own protocol
     (warm-up, then calls until the median is stable; half the time budget), and the variant's
     speed-ups against the best fp32 deployment use that timing.  Against eager, the reference's own
-    eager timing is used: the cheaper choice (an eager re-timing costs ~0.05 s a variant), and the
-    eager ratios are 2-7x, where drift does not turn a verdict.  (Interleaving single calls of the two models was
+    eager timing is used: the cheaper choice (an eager re-timing costs ~0.05 s a variant), and most
+    eager ratios are 2-7x, where drift rarely turns a verdict.  (Interleaving single calls of the two models was
     measured to be worse: each engine's threads keep spinning after a call and slow the next
     engine's call, eager 2.4x; so was a 3-ms timing, whose first calls still felt the variant's
     engines.)
