@@ -171,7 +171,7 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
     could run, becomes a row with no measurements and ``error`` = one line naming the variant,
     the file and the stage that rebuilds it.  ``broken`` (unreadable manifests, from
     :func:`compress.variants.scan`) become such rows too.  ``on_row(row)`` is called after each
-    measured or failed variant (its speed-ups are filled in at the end).  ``details`` (a dict)
+    measured or failed variant (speed-ups included).  ``details`` (a dict)
     receives per variant the per-runtime accuracies, latencies and skipped engines, and the
     references and engines used.
 
@@ -198,8 +198,8 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
             try:
                 res = measure(folder, man, test_x, test_y, cfg, engines)
                 ref = clock.record(man, res) or clock.current(man)  # the reference timed right after the variant
-                row = table_row(folder, man, res, None)[0]
-                measured.append((folder, man, res, row, ref))
+                row, extra = table_row(folder, man, res, ref)
+                measured.append((folder, man, res, extra))
             except ArtifactError as e:
                 row = failed_row(man.variant, man.stage, str(e), man)
             except Exception as e:  # noqa: BLE001  a runtime that loads but fails to run: the others still count
@@ -211,17 +211,15 @@ def evaluate_all(found: Sequence[tuple[Path, Manifest]], test_x: torch.Tensor, t
         rows.append(row)
         if on_row is not None:
             on_row(row)
-    # 3. speed-ups against the fp32 reference of each architecture, as timed next to each variant
+    # 3. the fp32 references over the run (each row's speed-ups used the timing next to it)
     refs = clock.summary()
     out = details if details is not None else {}
     out.update(engines=[e.name for e in engines], skipped_engines=skipped, references=refs, variants={})
-    for folder, man, res, row, ref in measured:
-        full, extra = table_row(folder, man, res, ref)
-        row.update(full)
+    for _, man, _, extra in measured:
         out["variants"][man.variant] = extra
     # 4. per-kernel profiles of the fp32 reference and the fastest integer-grid variant (why int8 is or is not faster)
     try:
-        out["profiles"] = kernel_profiles([(f, m, r) for f, m, r, _, _ in measured], refs, engines, test_x, mcfg.latency_batches)
+        out["profiles"] = kernel_profiles([(f, m, r) for f, m, r, _ in measured], refs, engines, test_x, mcfg.latency_batches)
     except Exception as e:  # noqa: BLE001  a profiler that fails costs the profile rows, not the table
         out["profiles"] = [{"error": one_line(f"{type(e).__name__}: {e}", 300)}]
     return rows, failures

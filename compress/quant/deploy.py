@@ -180,10 +180,9 @@ class OrtPredictor:
     def __init__(self, path: Path, description: str):
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = torch.get_num_threads()
-        so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as compress.deploy.engines.ort_options
+        from compress.deploy.engines import ort_options
+
+        so = ort_options()  # the engines' threads, no spin-waiting
         if not Path(path).is_file():
             raise missing(path)
         try:
